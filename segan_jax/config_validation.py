@@ -1,0 +1,122 @@
+"""Start-up checks of a config: every invalid value fails early with the field's name."""
+
+import ml_collections
+
+from segan_jax.losses import FEATURE_REDUCTIONS
+from segan_jax.schedules import LR_SCHEDULES
+
+NUM_CRITIC_FEATURES = 7  # masked input + c1..c6
+DTYPES = ("float32", "bfloat16")
+CONV_IMPLS = ("auto", "xla", "cpu")
+SOURCES = ("synthetic", "folder", "tfds")
+LOADERS = ("tfdata", "numpy")
+
+
+class ConfigError(ValueError):
+  """A config field has an invalid value."""
+
+
+def _require(ok: bool, field: str, message: str, value) -> None:
+  if not ok:
+    raise ConfigError(f"config.{field} {message} (got {value!r}).")
+
+
+def _positive_int(config, field: str, minimum: int = 1) -> None:
+  value = _get(config, field)
+  _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, field,
+           f"must be an integer >= {minimum}", value)
+
+
+def _number(config, field: str, lo: float, hi: float, lo_open=False, hi_open=False) -> None:
+  value = _get(config, field)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+  interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+  _require(ok, field, f"must be a number in {interval}", value)
+
+
+def _choice(config, field: str, choices) -> None:
+  value = _get(config, field)
+  _require(value in choices, field, f"must be one of {choices}", value)
+
+
+def _get(config, field: str):
+  node = config
+  for part in field.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{field} is missing; start from segan_jax/configs/default.py.")
+    node = node[part]
+  return node
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first invalid field of `config`."""
+  inf = float("inf")
+  _choice(config, "dtype", DTYPES)
+  _positive_int(config, "model.width")
+  _positive_int(config, "model.num_classes")
+  _require(isinstance(_get(config, "model.critic_global_conv"), bool), "model.critic_global_conv",
+           "must be True or False", config.model.critic_global_conv)
+  _choice(config, "model.conv_impl", CONV_IMPLS)
+
+  _choice(config, "data.source", SOURCES)
+  _choice(config, "data.loader", LOADERS)
+  if config.data.source == "folder":
+    _require(bool(config.data.dir), "data.dir", "must name the image/mask folder when "
+             "data.source='folder'", config.data.dir)
+  _positive_int(config, "data.train_size")
+  _positive_int(config, "data.val_size")
+  _number(config, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
+  _positive_int(config, "data.image_size")
+  _require(config.data.image_size % 128 == 0, "data.image_size",
+           "must be a multiple of 128 (the segmentor's bottleneck is 1x1 at 128x128)",
+           config.data.image_size)
+  for side in ("resize_height", "resize_width"):
+    _positive_int(config, f"data.{side}")
+    _require(config.data[side] >= config.data.image_size, f"data.{side}",
+             f"must be at least data.image_size={config.data.image_size} to crop from",
+             config.data[side])
+  for flag in ("hflip", "vflip"):
+    _require(isinstance(config.data[flag], bool), f"data.{flag}", "must be True or False",
+             config.data[flag])
+  for jitter in ("brightness", "contrast", "saturation"):
+    _number(config, f"data.{jitter}", 0.0, 1.0)
+  _number(config, "data.hue", 0.0, 0.5)
+
+  _number(config, "loss.adversarial_weight", 0.0, inf)
+  weights = tuple(_get(config, "loss.layer_weights") or ())
+  _require(len(weights) in (0, NUM_CRITIC_FEATURES) and all(
+      isinstance(w, (int, float)) and w >= 0 for w in weights), "loss.layer_weights",
+           f"must be empty (all 1) or {NUM_CRITIC_FEATURES} non-negative numbers, one per critic "
+           "feature map (masked input, c1..c6)", weights)
+  _choice(config, "loss.feature_reduction", FEATURE_REDUCTIONS)
+  _number(config, "loss.dice_weight", 0.0, inf)
+  _number(config, "loss.bce_weight", 0.0, inf)
+  _require(config.loss.adversarial_weight + config.loss.dice_weight + config.loss.bce_weight > 0,
+           "loss", "needs at least one of adversarial_weight, dice_weight, bce_weight > 0",
+           dict(config.loss))
+
+  _number(config, "optim.learning_rate", 0.0, inf, lo_open=True)
+  _choice(config, "optim.schedule", LR_SCHEDULES)
+  _number(config, "optim.end_learning_rate", 0.0, inf)
+  _positive_int(config, "optim.decay_epochs")
+  _number(config, "optim.decay_factor", 0.0, 1.0, lo_open=True)
+  _number(config, "optim.b1", 0.0, 1.0, hi_open=True)
+  _number(config, "optim.b2", 0.0, 1.0, hi_open=True)
+
+  _number(config, "schedule.k_init", 0.0, inf, lo_open=True)
+  _number(config, "schedule.k_decay", 0.0, 1.0, lo_open=True)
+  _positive_int(config, "schedule.k_decay_epochs")
+  _number(config, "schedule.k_floor", 0.0, inf, lo_open=True)
+
+  _positive_int(config, "train.batch_size")
+  _positive_int(config, "train.num_steps", minimum=0)
+  _positive_int(config, "train.seed", minimum=0)
+  _number(config, "train.critic_clip", 0.0, inf, lo_open=True)
+  for every in ("log_every", "eval_every", "checkpoint_every"):
+    _positive_int(config, f"train.{every}")
+  _positive_int(config, "train.keep_checkpoints")
+
+  _number(config, "eval.threshold", 0.0, 1.0, lo_open=True, hi_open=True)
+  _positive_int(config, "eval.batch_size")
+  _positive_int(config, "eval.num_panels", minimum=0)

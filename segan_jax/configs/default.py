@@ -1,0 +1,74 @@
+"""Default config: a short CPU demo of SegAN on the embedded synthetic dermoscopy data.
+
+Reduced width (8 instead of 64) so that the whole run fits in about 10 minutes on 2 CPU cores;
+the recipe is otherwise the paper's. See isic2017.py for the full-size paper recipe.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.dtype = "float32"  # compute dtype: float32 or bfloat16 (params and statistics stay float32)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.width = 8  # ndf; the paper uses 64
+  config.model.num_classes = 1  # number of label maps N
+  config.model.critic_global_conv = False
+  config.model.conv_impl = "auto"  # auto | xla | cpu (fast kernel gradients on the CPU backend)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "synthetic"  # synthetic | folder | tfds
+  config.data.dir = ""  # folder or TFDS data_dir
+  config.data.seed = 0  # seed of the synthetic data and of the validation hold-out
+  config.data.train_size = 1000  # synthetic examples in the training split
+  config.data.val_size = 100  # synthetic examples in the validation split
+  config.data.val_fraction = 0.1  # hold-out fraction where a source has no validation split
+  config.data.image_size = 128  # training crop and evaluation input side (multiple of 128)
+  config.data.resize_height = 135  # images are resized to 180x135 (w x h) before cropping
+  config.data.resize_width = 180
+  config.data.hflip = True
+  config.data.vflip = True
+  config.data.brightness = 0.2  # colour jitter on the image only (0 disables each)
+  config.data.contrast = 0.2
+  config.data.saturation = 0.2
+  config.data.hue = 0.02
+  config.data.loader = "tfdata"  # tfdata | numpy
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.adversarial_weight = 1.0  # weight of the multi-scale L1 term (0: no critic)
+  config.loss.layer_weights = ()  # one per critic feature map (7); () means all 1 (paper)
+  config.loss.feature_reduction = "per_layer"  # per_layer (paper) | concatenated (authors' code)
+  config.loss.dice_weight = 0.0  # soft Dice term in S's objective (authors' code: 1.0)
+  config.loss.bce_weight = 0.0  # binary cross-entropy term (non-adversarial baselines)
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 0.003
+  config.optim.schedule = "linear"  # linear (paper) | step (authors': x0.5 every 25 epochs) | constant
+  config.optim.end_learning_rate = 0.0
+  config.optim.decay_epochs = 25
+  config.optim.decay_factor = 0.5
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.k_init = 1.0
+  config.schedule.k_decay = 0.9
+  config.schedule.k_decay_epochs = 1  # the paper decays every 25 epochs; the demo is only ~6 epochs
+  config.schedule.k_floor = 0.3
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 16
+  config.train.num_steps = 400
+  config.train.seed = 0
+  config.train.critic_clip = 0.05
+  config.train.log_every = 20
+  config.train.eval_every = 100
+  config.train.checkpoint_every = 100
+  config.train.keep_checkpoints = 3
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.threshold = 0.4
+  config.eval.batch_size = 25
+  config.eval.num_panels = 4
+  return config

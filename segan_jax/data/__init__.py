@@ -1,0 +1,1 @@
+"""Data sources (synthetic, folders, TFDS) and input pipelines (tf.data, numpy)."""

@@ -1,0 +1,361 @@
+"""Procedural dermoscopy-like skin-lesion images with exact masks (the embedded default dataset).
+
+Every example is a pure function of ``(seed, index)``: its own ``np.random.SeedSequence`` drives
+independent child streams (geometry/skin, lesion, distractors, finish), so there is no global RNG
+state and no dependence on call order, and switching distractors off leaves everything else
+unchanged. Arithmetic is float64 so uint8 rounding is practically immune to ULP differences in
+transcendental functions between CPUs; given the same numpy/Pillow the output is bit-identical.
+
+Image formation, in order:
+  skin (tone, low-frequency texture, redness blotches)
+  -> lesion (irregular Fourier-polar shape, optional fuzzy edge, variegated multiplicative pigment)
+  -> distractors that are NOT in the mask (freckles, hairs, ruler / ink marks, gel bubbles, glare)
+  -> lighting (illumination gradient, dermoscope vignette / dark circular frame)
+  -> slight optical blur and sensor grain.
+The mask is the lesion region (alpha >= 0.5, i.e. normalised distance d <= 1), computed before
+any distractor is drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+__all__ = ["generate_example", "generate_split"]
+
+# Streams spawned from SeedSequence([seed, index]); order is part of the dataset definition.
+_STREAM_SCENE, _STREAM_LESION, _STREAM_DISTRACT, _STREAM_FINISH = range(4)
+
+# Reference "pale skin" colour: lesion pigments are given as colours on this skin and applied as
+# per-channel transmittance, so the same pigment looks darker on darker skin.
+_REF_SKIN = np.array([0.90, 0.72, 0.62])
+_PIGMENTS = {
+    "light_brown": np.array([0.66, 0.45, 0.32]),
+    "mid_brown": np.array([0.47, 0.29, 0.19]),
+    "dark_brown": np.array([0.27, 0.16, 0.10]),
+    "black": np.array([0.13, 0.10, 0.09]),
+    "blue_grey": np.array([0.42, 0.45, 0.55]),
+    "reddish": np.array([0.72, 0.38, 0.36]),
+    "pinkish": np.array([0.80, 0.55, 0.52]),
+}
+_SKIN_TONES = np.array(
+    [
+        [0.95, 0.80, 0.72],  # very pale / pinkish
+        [0.88, 0.68, 0.56],  # light
+        [0.78, 0.56, 0.42],  # medium / olive
+        [0.60, 0.41, 0.29],  # brown
+        [0.42, 0.28, 0.20],  # dark
+    ]
+)
+
+
+def _rngs(seed: int, index: int) -> list[np.random.Generator]:
+    """Independent per-example generators, one per stage (see ``_STREAM_*``)."""
+    children = np.random.SeedSequence([int(seed), int(index)]).spawn(4)
+    return [np.random.default_rng(c) for c in children]
+
+
+def _sample_size(rng: np.random.Generator) -> tuple[int, int]:
+    """Original (height, width): mostly ~4:3 landscape, some portrait and square frames."""
+    kind = rng.random()
+    if kind < 0.75:
+        w = int(rng.integers(160, 289))
+        h = round(w * 0.75 * rng.uniform(0.96, 1.04))
+    elif kind < 0.90:
+        w = int(rng.integers(120, 217))
+        h = round(w * 4.0 / 3.0 * rng.uniform(0.96, 1.04))
+    else:
+        w = int(rng.integers(144, 241))
+        h = w
+    return int(h), w
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: float) -> np.ndarray:
+    """Zero-mean, unit-std low-frequency noise: a coarse random grid upsampled bicubically."""
+    scale = cells / max(h, w)
+    gh, gw = max(2, round(h * scale)) + 2, max(2, round(w * scale)) + 2
+    coarse = rng.standard_normal((gh, gw)).astype(np.float32)
+    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float64)
+    field -= field.mean()
+    return field / (field.std() + 1e-8)
+
+
+def _fractal_noise(rng: np.random.Generator, h: int, w: int, cells: float, octaves: int) -> np.ndarray:
+    """Sum of smooth-noise octaves (doubling frequency, halving amplitude), unit std."""
+    out = np.zeros((h, w))
+    for o in range(octaves):
+        out += 0.5**o * _smooth_noise(rng, h, w, cells * 2**o)
+    return out / out.std()
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Blend image ``a`` towards colour/image ``b`` by per-pixel weight ``t`` (HxW)."""
+    if not t.any():  # empty distractor layers are common; skip the full-image arithmetic
+        return a
+    return a + (b - a) * t[..., None]
+
+
+def _skin(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Skin background: random tone (pale to dark), mottled texture and reddish blotches."""
+    tone = rng.beta(1.3, 2.2) * (len(_SKIN_TONES) - 1)  # skewed to paler skin, as in dermoscopy sets
+    lo = int(np.floor(tone))
+    hi = min(lo + 1, len(_SKIN_TONES) - 1)
+    base = _SKIN_TONES[lo] + (_SKIN_TONES[hi] - _SKIN_TONES[lo]) * (tone - lo)
+    base = base * rng.uniform(0.94, 1.06, size=3)
+    lum = 1.0 + rng.uniform(0.03, 0.09) * _fractal_noise(rng, h, w, rng.uniform(3, 6), 4)
+    img = base[None, None, :] * lum[..., None]
+    redness = np.clip(_smooth_noise(rng, h, w, rng.uniform(1.5, 3.5)) - rng.uniform(0.0, 1.2), 0, None)
+    red_amount = rng.uniform(0.0, 0.12) * np.tanh(redness)
+    img[..., 1] *= 1.0 - red_amount
+    img[..., 2] *= 1.0 - 0.8 * red_amount
+    return img
+
+
+def _lesion_geometry(rng: np.random.Generator, h: int, w: int) -> dict:
+    """Lesion placement and shape parameters (centre, size, rotation, elongation, harmonics)."""
+    frac = float(np.exp(rng.uniform(np.log(0.05), np.log(0.65))))  # target area fraction
+    elong = 1.0 if rng.random() < 0.4 else rng.uniform(0.45, 1.0)
+    ks = np.arange(2, 9)
+    irregular = rng.uniform(0.03, 0.22)
+    amps = irregular * rng.standard_normal(ks.size) / ks**rng.uniform(0.6, 1.2)
+    phases = rng.uniform(0, 2 * np.pi, ks.size)
+    radius = np.sqrt(frac * h * w / (np.pi * elong * (1.0 + 0.5 * np.sum(amps**2))))
+    if rng.random() < 0.15:  # pushed towards a border so the lesion is cut by the frame
+        side = rng.integers(4)
+        t = rng.uniform(0.15, 0.85)
+        m = rng.uniform(0.1, 0.22)
+        cx, cy = [(m, t), (1 - m, t), (t, m), (t, 1 - m)][side]
+    else:
+        cx, cy = 0.5 + rng.normal(0, 0.12), 0.5 + rng.normal(0, 0.12)
+    cx, cy = np.clip(cx, 0.08, 0.92) * (w - 1), np.clip(cy, 0.08, 0.92) * (h - 1)
+    return {
+        "cx": cx, "cy": cy, "radius": radius, "angle": rng.uniform(0, np.pi), "elong": elong,
+        "ks": ks, "amps": amps, "phases": phases,
+        "warp": rng.uniform(0.0, 0.12), "warp_cells": rng.uniform(4, 10),
+        "softness": rng.choice([0.025, 0.05, 0.1, 0.2], p=[0.3, 0.3, 0.25, 0.15]),
+    }
+
+
+def _lesion_field(rng: np.random.Generator, h: int, w: int, g: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised distance d (lesion is d <= 1), polar coords (u, v) in lesion frame, and alpha."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    dx, dy = xx - g["cx"], yy - g["cy"]
+    ca, sa = np.cos(g["angle"]), np.sin(g["angle"])
+    u = (dx * ca + dy * sa) / g["radius"]
+    v = (-dx * sa + dy * ca) / (g["radius"] * g["elong"])
+    # Radius profile r(theta) tabulated once and looked up: much cheaper than per-pixel harmonics.
+    table_theta = np.linspace(-np.pi, np.pi, 2049)
+    table = 1.0 + np.cos(np.outer(table_theta, g["ks"]) + g["phases"]) @ g["amps"]
+    shape = np.interp(np.arctan2(v, u), table_theta, np.maximum(table, 0.35))
+    d = np.hypot(u, v) / shape
+    d = d + g["warp"] * _smooth_noise(rng, h, w, g["warp_cells"])
+    alpha = 1.0 / (1.0 + np.exp(np.clip((d - 1.0) / g["softness"], -50, 50)))
+    return d, u, v, alpha
+
+
+def _lesion_transmittance(rng: np.random.Generator, d: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per-pixel RGB transmittance of the pigment: variegated browns, blue-grey, red, network."""
+    h, w = d.shape
+    names = ["light_brown", "mid_brown", "dark_brown"]
+    t = rng.uniform(0, 2)
+    i = min(int(t), 1)
+    base = _PIGMENTS[names[i]] + (_PIGMENTS[names[i + 1]] - _PIGMENTS[names[i]]) * (t - i)
+    col = np.broadcast_to(base, (h, w, 3)).copy()
+    extras = ["light_brown", "mid_brown", "dark_brown", "black", "blue_grey", "reddish", "pinkish"]
+    for _ in range(int(rng.integers(0, 4))):
+        name = extras[int(rng.integers(len(extras)))]
+        blob = _smooth_noise(rng, h, w, rng.uniform(3, 9))
+        weight = np.clip((blob - rng.uniform(-0.3, 1.2)) / 0.5, 0, 1) * rng.uniform(0.5, 1.0)
+        col = _lerp(col, _PIGMENTS[name], weight)
+    # Radial profile: often darker core with lighter rim (a rim that thresholds miss).
+    centre = np.clip(1.0 - d, 0, 1) ** rng.uniform(0.5, 2.0)
+    col = _lerp(col, _PIGMENTS["dark_brown"], rng.uniform(-0.3, 0.7) * centre)
+    if rng.random() < 0.45:  # reticular pigment network: zero-crossing contours of fine noise
+        mesh = _smooth_noise(rng, h, w, max(h, w) / rng.uniform(5.0, 9.0))
+        lines = np.clip((0.35 - np.abs(mesh)) / 0.35, 0, 1) * rng.uniform(0.3, 0.7)
+        col = _lerp(col, _PIGMENTS["dark_brown"], lines * np.clip(1.2 - d, 0, 1))
+    col *= (1.0 + rng.uniform(0.05, 0.14) * _fractal_noise(rng, h, w, 8, 4))[..., None]
+    return np.clip(col / _REF_SKIN, 0.05, 1.1)
+
+
+def _globules(rng: np.random.Generator, h: int, w: int, g: dict) -> np.ndarray:
+    """Soft dark dots/globules inside the lesion (part of the lesion, so inside the mask)."""
+    layer = Image.new("L", (w, h), 0)
+    n = int(rng.integers(0, 30)) if rng.random() < 0.5 else 0
+    if n:
+        draw = ImageDraw.Draw(layer)
+        rad = np.sqrt(rng.uniform(0, 0.7, n)) * g["radius"]
+        ang = rng.uniform(0, 2 * np.pi, n)
+        ca, sa = np.cos(g["angle"]), np.sin(g["angle"])
+        pu, pv = rad * np.cos(ang), rad * np.sin(ang) * g["elong"]
+        xs, ys = g["cx"] + pu * ca - pv * sa, g["cy"] + pu * sa + pv * ca
+        sizes = rng.uniform(0.8, 2.8, n)
+        vals = rng.integers(120, 256, n)
+        for x, y, s, val in zip(xs, ys, sizes, vals):
+            draw.ellipse([x - s, y - s, x + s, y + s], fill=int(val))
+        layer = layer.filter(ImageFilter.GaussianBlur(0.7))
+    return np.asarray(layer, dtype=np.float64) / 255.0
+
+
+def _render_lesion(rng: np.random.Generator, skin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Composite one lesion onto the skin; returns (image float HxWx3, mask bool HxW)."""
+    h, w = skin.shape[:2]
+    g = _lesion_geometry(rng, h, w)
+    d, u, v, alpha = _lesion_field(rng, h, w, g)
+    trans = _lesion_transmittance(rng, d, u, v)
+    dots = _globules(rng, h, w, g) * alpha
+    trans = _lerp(trans, _PIGMENTS["black"] / _REF_SKIN, dots * rng.uniform(0.4, 0.9))
+    contrast = 0.35 + 0.65 * rng.beta(2.0, 1.2)  # some lesions are faint
+    weight = alpha * contrast
+    img = skin * (1.0 + (trans - 1.0) * weight[..., None])
+    return img, d <= 1.0
+
+
+def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int) -> list[tuple[float, float]]:
+    """Points along a quadratic Bezier curve (used for hairs and ink strokes)."""
+    t = np.linspace(0, 1, n)[:, None]
+    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+    return [(float(x), float(y)) for x, y in pts]
+
+
+def _hair_layer(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Thin curved hairs as an opacity layer, drawn at 2x and box-downsampled for anti-aliasing."""
+    r = rng.random()
+    n = 0 if r < 0.35 else int(rng.integers(1, 8)) if r < 0.8 else int(rng.integers(8, 35))
+    layer = Image.new("L", (2 * w, 2 * h), 0)
+    draw = ImageDraw.Draw(layer)
+    diag = np.hypot(h, w) * 2
+    for _ in range(n):
+        p0 = rng.uniform([0, 0], [2 * w, 2 * h])
+        ang = rng.uniform(0, 2 * np.pi)
+        length = rng.uniform(0.2, 1.0) * diag
+        p2 = p0 + length * np.array([np.cos(ang), np.sin(ang)])
+        mid = (p0 + p2) / 2 + rng.normal(0, 0.15 * length, 2)
+        width = int(rng.choice([1, 2, 2, 3, 4]))
+        draw.line(_bezier(p0, mid, p2, 24), fill=int(rng.integers(150, 256)), width=width, joint="curve")
+    return np.asarray(layer.resize((w, h), Image.BOX), dtype=np.float64) / 255.0
+
+
+def _marks_layer(rng: np.random.Generator, h: int, w: int, g_cx: float, g_cy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ruler ticks (dark) and surgical-marker ink (purple) opacity layers."""
+    ruler = Image.new("L", (w, h), 0)
+    if rng.random() < 0.2:
+        draw = ImageDraw.Draw(ruler)
+        side = int(rng.integers(4))
+        off = rng.uniform(0.04, 0.2)
+        step = rng.uniform(3.5, 7.0)
+        along = w if side < 2 else h
+        across = (h if side < 2 else w) * (off if side % 2 == 0 else 1 - off)
+        sign = 1 if side % 2 == 0 else -1
+        start, stop = rng.uniform(0, 0.3) * along, rng.uniform(0.7, 1.0) * along
+        for j, a in enumerate(np.arange(start, stop, step)):
+            ln = (10 if j % 10 == 0 else 6 if j % 5 == 0 else 3) * sign
+            seg = [(a, across), (a, across + ln)] if side < 2 else [(across, a), (across + ln, a)]
+            draw.line(seg, fill=230, width=1)
+        base = [(start, across), (stop, across)] if side < 2 else [(across, start), (across, stop)]
+        draw.line(base, fill=230, width=1)
+    ink = Image.new("L", (w, h), 0)
+    if rng.random() < 0.15:
+        draw = ImageDraw.Draw(ink)
+        rad = rng.uniform(0.3, 0.5) * min(h, w)
+        a0 = rng.uniform(0, 360)
+        for _ in range(int(rng.integers(1, 4))):
+            span = rng.uniform(20, 120)
+            box = [g_cx - rad, g_cy - rad, g_cx + rad, g_cy + rad]
+            draw.arc(box, a0, a0 + span, fill=int(rng.integers(150, 240)), width=int(rng.integers(2, 5)))
+            a0 += span + rng.uniform(30, 90)
+        ink = ink.filter(ImageFilter.GaussianBlur(0.8))
+    return np.asarray(ruler, dtype=np.float64) / 255.0, np.asarray(ink, dtype=np.float64) / 255.0
+
+
+def _spots_layers(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Freckles (small brown spots), gel-bubble rims and specular glints as opacity layers."""
+    freckles = Image.new("L", (w, h), 0)
+    if rng.random() < 0.55:
+        draw = ImageDraw.Draw(freckles)
+        for _ in range(int(rng.integers(1, 15))):
+            x, y = rng.uniform(0, w), rng.uniform(0, h)
+            rx, ry = rng.uniform(0.8, 4.0), rng.uniform(0.8, 4.0)
+            draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=int(rng.integers(60, 200)))
+        freckles = freckles.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 1.5)))
+    rims, glints = Image.new("L", (w, h), 0), Image.new("L", (w, h), 0)
+    if rng.random() < 0.4:
+        draw_r, draw_g = ImageDraw.Draw(rims), ImageDraw.Draw(glints)
+        for _ in range(int(rng.integers(1, 10))):
+            x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2.5, 0.09 * min(h, w))
+            draw_r.ellipse([x - r, y - r, x + r, y + r], outline=int(rng.integers(90, 180)), width=1)
+            gx, gy, gr = x - 0.4 * r, y - 0.4 * r, max(0.8, 0.2 * r)
+            draw_g.ellipse([gx - gr, gy - gr, gx + gr, gy + gr], fill=int(rng.integers(160, 256)))
+    if rng.random() < 0.3:  # scattered glare / specular reflections
+        draw_g = ImageDraw.Draw(glints)
+        for _ in range(int(rng.integers(1, 12))):
+            x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.7, 2.5)
+            draw_g.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.integers(140, 256)))
+    glints = glints.filter(ImageFilter.GaussianBlur(0.6))
+    to_f = lambda im: np.asarray(im, dtype=np.float64) / 255.0  # noqa: E731
+    return to_f(freckles), to_f(rims), to_f(glints)
+
+
+def _render_distractors(rng: np.random.Generator, img: np.ndarray, lesion_centre: tuple[float, float]) -> np.ndarray:
+    """Draw everything that is NOT lesion: freckles, hairs, ruler/ink marks, bubbles, glare."""
+    h, w = img.shape[:2]
+    freckles, rims, glints = _spots_layers(rng, h, w)
+    img = img * (1.0 + (_PIGMENTS["mid_brown"] / _REF_SKIN - 1.0) * (0.8 * freckles)[..., None])
+    hair_col = np.array([0.10, 0.07, 0.05]) * rng.uniform(0.6, 2.5)
+    img = _lerp(img, hair_col, _hair_layer(rng, h, w))
+    ruler, ink = _marks_layer(rng, h, w, *lesion_centre)
+    img = _lerp(img, np.array([0.08, 0.08, 0.09]), ruler)
+    img = _lerp(img, np.array([0.42, 0.22, 0.52]) * rng.uniform(0.7, 1.2), ink)
+    img = _lerp(img, img * 0.75, rims)  # bubble edges refract darker
+    return _lerp(img, np.array([1.0, 1.0, 1.0]), glints)
+
+
+def _lighting(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Uneven illumination plus dermoscope vignetting (from none to a black circular frame)."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    ang = rng.uniform(0, 2 * np.pi)
+    ramp = ((xx / w - 0.5) * np.cos(ang) + (yy / h - 0.5) * np.sin(ang)) * rng.uniform(0.0, 0.3)
+    cx, cy = w / 2 + rng.normal(0, 0.04 * w), h / 2 + rng.normal(0, 0.04 * h)
+    half_diag = 0.5 * np.hypot(h, w)
+    r = np.hypot(xx - cx, yy - cy) / half_diag
+    gain = (1.0 + ramp) * (1.0 - rng.uniform(0.0, 0.35) * r**2)
+    kind = rng.random()
+    if kind < 0.55:  # dark circular frame of the dermoscope
+        radius = rng.uniform(0.68, 1.05)  # in half-diagonals: 1.0 just darkens corners
+        edge = rng.choice([0.02, 0.06, 0.15])
+        t = np.clip((r - radius) / edge, 0, 1)
+        gain *= 1.0 - rng.uniform(0.6, 0.97) * t * t * (3 - 2 * t)
+    return img * gain[..., None]
+
+
+def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Quantise to uint8 with slight optical blur and sensor grain."""
+    u8 = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    blurred = np.asarray(Image.fromarray(u8).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9))), dtype=np.float64)
+    grain = rng.uniform(1.0, 4.0) * rng.standard_normal(blurred.shape, dtype=np.float32)
+    return np.clip(np.rint(blurred + grain), 0, 255).astype(np.uint8)
+
+
+def generate_example(seed: int, index: int, *, distractors: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Return (image uint8 HxWx3 RGB, mask uint8 HxW in {0, 255}) for example ``index`` of ``seed``.
+
+    The size varies per index (mostly ~4:3 landscape). ``distractors=False`` renders the same
+    example without hairs/marks/spots/bubbles (used to check they never enter the mask).
+    """
+    if seed < 0 or index < 0:
+        raise ValueError("seed and index must be non-negative")
+    scene, lesion, distract, finish = _rngs(seed, index)
+    h, w = _sample_size(scene)
+    img = _skin(scene, h, w)
+    img, mask = _render_lesion(lesion, img)
+    if distractors:
+        ys, xs = np.nonzero(mask)
+        img = _render_distractors(distract, img, (float(xs.mean()), float(ys.mean())))
+    img = _lighting(scene, img)
+    return _finish(finish, img), mask.astype(np.uint8) * 255
+
+
+def generate_split(seed: int, start: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Examples ``start .. start+count-1`` of ``seed`` (e.g. train = 0..N-1, val = N..N+M-1)."""
+    return [generate_example(seed, i) for i in range(start, start + count)]

@@ -1,0 +1,53 @@
+"""SegAN objectives: the multi-scale L1 critic loss, and the pixel-wise losses used beside it."""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+FEATURE_REDUCTIONS = ("per_layer", "concatenated")
+
+
+def multiscale_l1(features_a: Sequence[jax.Array],
+                  features_b: Sequence[jax.Array],
+                  weights: Sequence[float] | None = None,
+                  reduction: str = "per_layer") -> jax.Array:
+  """The paper's l_mae between two lists of critic feature maps.
+
+  `per_layer` (paper): (1/L) sum_i w_i mean|f_i - f'_i|, every layer counts equally.
+  `concatenated` (authors' code): mean over all layers' elements concatenated, layer i scaled by
+  w_i, so layers with many elements dominate.
+  """
+  if len(features_a) != len(features_b):
+    raise ValueError(f"multiscale_l1 got {len(features_a)} and {len(features_b)} feature maps.")
+  if weights is None:
+    weights = (1.0,) * len(features_a)
+  if len(weights) != len(features_a):
+    raise ValueError(f"loss.layer_weights has {len(weights)} entries but the critic returns "
+                     f"{len(features_a)} feature maps (masked input plus one per layer).")
+  diffs = [jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))
+           for a, b in zip(features_a, features_b)]
+  if reduction == "per_layer":
+    return sum(w * jnp.mean(d) for w, d in zip(weights, diffs)) / len(diffs)
+  if reduction == "concatenated":
+    total = sum(d.size for d in diffs)
+    return sum(w * jnp.sum(d) for w, d in zip(weights, diffs)) / total
+  raise ValueError(f"Unknown feature reduction {reduction!r}; expected one of {FEATURE_REDUCTIONS}.")
+
+
+def soft_dice_loss(probs: jax.Array, targets: jax.Array, eps: float = 1.0) -> jax.Array:
+  """1 - soft Dice, per image and label map, averaged; eps smooths empty masks (as the authors' code)."""
+  probs = probs.astype(jnp.float32)
+  targets = targets.astype(jnp.float32)
+  axes = (1, 2)
+  intersection = jnp.sum(probs * targets, axis=axes)
+  denominator = jnp.sum(probs, axis=axes) + jnp.sum(targets, axis=axes)
+  return 1.0 - jnp.mean((2.0 * intersection + eps) / (denominator + eps))
+
+
+def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array,
+                                     k: jax.Array | float = 1.0) -> jax.Array:
+  """Mean BCE of sigmoid(logits / k) against targets, from logits for numerical stability."""
+  z = logits.astype(jnp.float32) / k
+  targets = targets.astype(jnp.float32)
+  return jnp.mean(jnp.maximum(z, 0) - z * targets + jnp.log1p(jnp.exp(-jnp.abs(z))))

@@ -1,0 +1,38 @@
+"""Trains SegAN: python -m segan_jax.main --workdir=runs/demo [--config=...] [--config.x=y]."""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and panels.")
+flags.DEFINE_string("jax_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "segan_jax",
+                                                  "jax"),
+                    "Persistent XLA compilation cache ('' disables it).")
+config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
+                                lock_config=True)
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  import jax
+  from segan_jax import train
+  from segan_jax.config_validation import ConfigError, validate_config
+
+  if FLAGS.jax_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  try:
+    validate_config(FLAGS.config)
+  except ConfigError as e:
+    raise app.UsageError(str(e))
+  logging.info("JAX devices: %s", jax.devices())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,124 @@
+"""SegAN's segmentor S and critic C (DESIGN.md section 1), as Flax Linen modules in NHWC."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segan_jax.layers import (Conv, ConvBNAct, GlobalConvBlock, ResidualBlock, batch_norm,
+                              leaky_relu, upsample2x_bilinear)
+
+Dtype = Any
+MIN_SIDE = 128  # seven stride-2 layers bring the segmentor's bottleneck to 1x1.
+
+
+def check_spatial_size(shape: tuple[int, ...]) -> None:
+  """Raises ValueError unless the image sides are positive multiples of 128."""
+  if len(shape) != 4:
+    raise ValueError(f"Expected NHWC images, got an array of shape {shape}.")
+  h, w = shape[1], shape[2]
+  if h % MIN_SIDE or w % MIN_SIDE or h == 0 or w == 0:
+    raise ValueError(f"SegAN needs image sides that are multiples of {MIN_SIDE} (its bottleneck is "
+                     f"1x1 at 128x128); got {h}x{w}. Set data.image_size accordingly.")
+
+
+class Segmentor(nn.Module):
+  """The fully convolutional encoder-decoder S; returns N logit maps at input resolution."""
+  width: int = 64
+  num_classes: int = 1
+  dtype: Dtype = jnp.float32
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    check_spatial_size(x.shape)
+    w, dt, impl = self.width, self.dtype, self.conv_impl
+    down = lambda f, k, name: ConvBNAct(f, (k, k), (2, 2), leaky_relu, dt, impl, name=name)
+    res = lambda act, name: ResidualBlock(act, dt, impl, name=name)
+
+    # Encoder.
+    e1 = leaky_relu(Conv(w, (7, 7), (2, 2), use_bias=True, dtype=dt, impl=impl, name="e1_conv")(x))
+    e1 = res(leaky_relu, "e1_res")(e1, train)
+    e2 = res(leaky_relu, "e2_res")(down(2 * w, 5, "e2_conv")(e1, train), train)
+    e3 = res(leaky_relu, "e3_res")(down(4 * w, 5, "e3_conv")(e2, train), train)
+    e4 = res(leaky_relu, "e4_res")(down(8 * w, 5, "e4_conv")(e3, train), train)
+    e5 = res(leaky_relu, "e5_res")(down(8 * w, 5, "e5_conv")(e4, train), train)
+    e6 = down(16 * w, 4, "e6_conv")(e5, train)
+    e6 = e6 + ConvBNAct(16 * w, (1, 1), activation=leaky_relu, dtype=dt, conv_impl=impl,
+                        name="e6_side")(e6, train)
+    e7 = down(32 * w, 3, "e7_conv")(e6, train)
+    e8 = ConvBNAct(8 * w, (1, 1), activation=leaky_relu, dtype=dt, conv_impl=impl,
+                   name="e8_conv")(e7, train)
+
+    # Decoder: each stage concatenates the encoder map of its resolution, then upsamples x2.
+    cbr = lambda f, k, name: ConvBNAct(f, (k, k), activation=nn.relu, dtype=dt, conv_impl=impl,
+                                       name=name)
+    up = lambda y, skip: upsample2x_bilinear(jnp.concatenate([y, skip.astype(y.dtype)], axis=-1))
+    d1 = up(cbr(32 * w, 1, "d1_conv")(e8, train), e7)
+    d2 = cbr(16 * w, 3, "d2_conv")(d1, train)
+    d2 = up(d2 + cbr(16 * w, 1, "d2_side")(d2, train), e6)
+    d3 = up(res(nn.relu, "d3_res")(cbr(8 * w, 3, "d3_conv")(d2, train), train), e5)
+    stages = ((8 * w, 7, e4, "d4"), (4 * w, 7, e3, "d5"), (2 * w, 9, e2, "d6"), (w, 9, e1, "d7"))
+    y = d3
+    for features, k, skip, name in stages:
+      y = self._global_stage(y, features, k, train, name)
+      y = up(y, skip)
+    y = self._global_stage(y, w, 11, train, "d8")
+    logits = Conv(self.num_classes, (5, 5), use_bias=True, dtype=dt, impl=impl, name="out_conv")(y)
+    return logits.astype(jnp.float32)
+
+  def _global_stage(self, x: jax.Array, features: int, k: int, train: bool, name: str) -> jax.Array:
+    """Global conv k, BN, ReLU, then a residual block (decoder stages d4-d8)."""
+    y = GlobalConvBlock(features, k, dtype=self.dtype, conv_impl=self.conv_impl,
+                        name=f"{name}_gcn")(x)
+    y = nn.relu(batch_norm(train, self.dtype, name=f"{name}_bn")(y))
+    return ResidualBlock(nn.relu, self.dtype, self.conv_impl, name=f"{name}_res")(y, train)
+
+
+# Critic layers: (features in ndf units, kernel, global-conv kernel used when global_conv=True).
+CRITIC_LAYERS = ((1, 7, 11), (2, 5, 9), (4, 4, 9), (8, 4, 7), (8, 4, 7), (8, 3, None))
+
+
+class Critic(nn.Module):
+  """The multi-scale critic C: returns [masked input, c1, ..., c6] for the multi-scale L1 loss.
+
+  With `global_conv`, c1-c5 use strided global convolution blocks (kernels 11, 9, 9, 7, 7: the
+  segmentor's decoder reversed, without residual blocks) instead of plain square kernels.
+  """
+  width: int = 64
+  global_conv: bool = False
+  dtype: Dtype = jnp.float32
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, masked: jax.Array, train: bool = True) -> list[jax.Array]:
+    check_spatial_size(masked.shape)
+    features = [masked.astype(jnp.float32)]
+    y = masked
+    for i, (units, k, gk) in enumerate(CRITIC_LAYERS, start=1):
+      f = units * self.width
+      first = i == 1
+      if self.global_conv and gk is not None:
+        y = GlobalConvBlock(f, gk, (2, 2), self.dtype, self.conv_impl, name=f"c{i}_gcn")(y)
+        if first:
+          y = y + self.param(f"c{i}_bias", nn.initializers.zeros, (f,), jnp.float32).astype(y.dtype)
+      else:
+        y = Conv(f, (k, k), (2, 2), use_bias=first, dtype=self.dtype, impl=self.conv_impl,
+                 name=f"c{i}_conv")(y)
+      if not first:
+        y = batch_norm(train, self.dtype, name=f"c{i}_bn")(y)
+      y = leaky_relu(y)
+      features.append(y.astype(jnp.float32))
+    return features
+
+
+def mask_images(images: jax.Array, maps: jax.Array) -> jax.Array:
+  """Multiplies images (B,H,W,3) by each of N label maps (B,H,W,N): returns (B*N,H,W,3).
+
+  The N masked copies of an image are the critic's batch, so multi-class segmentation is one pass.
+  """
+  b, h, w, c = images.shape
+  n = maps.shape[-1]
+  masked = images[:, None] * jnp.moveaxis(maps, -1, 1)[..., None].astype(images.dtype)
+  return masked.reshape(b * n, h, w, c)

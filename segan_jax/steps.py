@@ -1,0 +1,162 @@
+"""SegAN's two players' jitted steps: the critic maximises the multi-scale L1 loss with S fixed,
+then the segmentor minimises it (plus optional pixel-wise terms) with C fixed.
+
+Each step differentiates only its own player's parameters and returns only its own new state.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from segan_jax.activations import adaptive_logistic
+from segan_jax.losses import binary_cross_entropy_with_logits, multiscale_l1, soft_dice_loss
+from segan_jax.models import mask_images
+from segan_jax.train_state import TrainState, clip_params
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """The static (hashable) settings of the steps."""
+  segmentor: nn.Module
+  critic: nn.Module
+  k_schedule: Callable
+  segmentor_lr: Callable
+  critic_lr: Callable
+  critic_clip: float = 0.05
+  adversarial_weight: float = 1.0
+  dice_weight: float = 0.0
+  bce_weight: float = 0.0
+  layer_weights: tuple[float, ...] | None = None
+  feature_reduction: str = "per_layer"
+
+
+def _variables(state: TrainState, params: Any = None) -> dict[str, Any]:
+  return {"params": state.params if params is None else params, "batch_stats": state.batch_stats}
+
+
+def segment(cfg: StepConfig, state: TrainState, images: jax.Array, train: bool,
+            params: Any = None) -> tuple[jax.Array, Any]:
+  """S's logits and its new BatchNorm statistics (unchanged when not training)."""
+  if not train:
+    return cfg.segmentor.apply(_variables(state, params), images, train=False), state.batch_stats
+  logits, updates = cfg.segmentor.apply(_variables(state, params), images, train=True,
+                                        mutable=["batch_stats"])
+  return logits, updates["batch_stats"]
+
+
+def critic_features(cfg: StepConfig, state: TrainState, images: jax.Array, maps: jax.Array,
+                    params: Any = None, batch_stats: Any = None) -> tuple[list[jax.Array], Any]:
+  """C's feature maps of the images masked by each label map (BatchNorm in training mode)."""
+  variables = {"params": state.params if params is None else params,
+               "batch_stats": state.batch_stats if batch_stats is None else batch_stats}
+  features, updates = cfg.critic.apply(variables, mask_images(images, maps), train=True,
+                                       mutable=["batch_stats"])
+  return features, updates["batch_stats"]
+
+
+def adversarial_loss(cfg: StepConfig, fake: list[jax.Array], real: list[jax.Array]) -> jax.Array:
+  return multiscale_l1(fake, real, cfg.layer_weights, cfg.feature_reduction)
+
+
+def critic_step(critic_state: TrainState, segmentor_state: TrainState, batch: Batch,
+                cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """One update of C maximising L(S, C) with S fixed, then clipping C's parameters."""
+  images, masks = batch["image"], batch["mask"]
+  k = cfg.k_schedule(segmentor_state.step)
+  logits, _ = segment(cfg, segmentor_state, images, train=True)
+  probs = jax.lax.stop_gradient(adaptive_logistic(logits, k))
+
+  def loss_fn(params):
+    # Two passes, as in the authors' code: each normalises by its own batch statistics and the
+    # running statistics are updated by both in turn.
+    fake, stats = critic_features(cfg, critic_state, images, probs, params)
+    real, stats = critic_features(cfg, critic_state, images, masks, params, stats)
+    loss = adversarial_loss(cfg, fake, real)
+    return -loss, (loss, stats)
+
+  grads, (loss, stats) = jax.grad(loss_fn, has_aux=True)(critic_state.params)
+  new_state = critic_state.apply_gradients(grads=grads, batch_stats=stats)
+  new_state = new_state.replace(params=clip_params(new_state.params, cfg.critic_clip))
+  return new_state, {"critic_loss": loss, "critic_lr": cfg.critic_lr(critic_state.step)}
+
+
+def segmentor_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
+                   cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """One update of S minimising L(S, C) (plus the optional Dice/BCE terms) with C fixed."""
+  images, masks = batch["image"], batch["mask"]
+  k = cfg.k_schedule(segmentor_state.step)
+  if cfg.adversarial_weight:
+    real, _ = critic_features(cfg, critic_state, images, masks)
+
+  def loss_fn(params):
+    logits, stats = segment(cfg, segmentor_state, images, train=True, params=params)
+    probs = adaptive_logistic(logits, k)
+    terms = {}
+    if cfg.adversarial_weight:
+      fake, _ = critic_features(cfg, critic_state, images, probs)
+      terms["adversarial_loss"] = adversarial_loss(cfg, fake, real)
+    if cfg.dice_weight:
+      terms["dice_loss"] = soft_dice_loss(probs, masks)
+    if cfg.bce_weight:
+      terms["bce_loss"] = binary_cross_entropy_with_logits(logits, masks, k)
+    weights = {"adversarial_loss": cfg.adversarial_weight, "dice_loss": cfg.dice_weight,
+               "bce_loss": cfg.bce_weight}
+    total = sum(weights[name] * value for name, value in terms.items())
+    return total, (terms, stats)
+
+  grads, (terms, stats) = jax.grad(loss_fn, has_aux=True)(segmentor_state.params)
+  new_state = segmentor_state.apply_gradients(grads=grads, batch_stats=stats)
+  metrics = {**terms, "k": k, "segmentor_lr": cfg.segmentor_lr(segmentor_state.step)}
+  return new_state, metrics
+
+
+def train_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
+               cfg: StepConfig) -> tuple[TrainState, TrainState, Metrics]:
+  """One SegAN iteration: a critic step, then a segmentor step against the updated critic."""
+  metrics = {}
+  if cfg.adversarial_weight:
+    critic_state, metrics = critic_step(critic_state, segmentor_state, batch, cfg)
+  segmentor_state, seg_metrics = segmentor_step(segmentor_state, critic_state, batch, cfg)
+  return segmentor_state, critic_state, {**metrics, **seg_metrics}
+
+
+def predict_probs(segmentor_state: TrainState, images: jax.Array, cfg: StepConfig,
+                  k: jax.Array | None = None) -> jax.Array:
+  """S's probability maps in inference mode (running BatchNorm statistics), at k or the schedule's k."""
+  k = cfg.k_schedule(segmentor_state.step) if k is None else k
+  logits, _ = segment(cfg, segmentor_state, images, train=False)
+  return adaptive_logistic(logits, k)
+
+
+@dataclasses.dataclass(frozen=True)
+class JittedSteps:
+  """The steps compiled once for a StepConfig; each donates its own state."""
+  critic_step: Callable
+  segmentor_step: Callable
+  train_step: Callable
+  predict_probs: Callable
+
+
+def make_jitted_steps(cfg: StepConfig, shardings: Any = None) -> JittedSteps:
+  """jax.jit-compiled steps bound to cfg."""
+  del shardings  # Single-device placement; see the sharding module for data-parallel runs.
+  bind = lambda fn: functools.partial(fn, cfg=cfg)
+  return JittedSteps(
+      critic_step=jax.jit(bind(critic_step), donate_argnums=0),
+      segmentor_step=jax.jit(bind(segmentor_step), donate_argnums=0),
+      train_step=jax.jit(bind(train_step), donate_argnums=(0, 1)),
+      predict_probs=jax.jit(bind(predict_probs)))
+
+
+def make_optimizer(lr_schedule: optax.Schedule, b1: float, b2: float) -> optax.GradientTransformation:
+  """Adam with the given learning-rate schedule (one per player)."""
+  return optax.adam(lr_schedule, b1=b1, b2=b2)

@@ -1,0 +1,32 @@
+"""Validation during training: batched inference on an EvalSet, scored by the ISIC protocol."""
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from segan_jax import metrics
+from segan_jax.data.arrays import EvalSet, normalize
+
+
+def predict_eval_set(predict: Callable[[np.ndarray], jax.Array], eval_set: EvalSet,
+                     batch_size: int) -> np.ndarray:
+  """(M, S, S, N) probabilities; the last batch is padded so every call has one shape (one compile)."""
+  outputs = []
+  for start in range(0, len(eval_set), batch_size):
+    images = normalize(eval_set.images[start:start + batch_size])
+    n = len(images)
+    if n < batch_size:
+      images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), np.float32)])
+    outputs.append(np.asarray(jax.device_get(predict(images)))[:n])
+  return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+
+def score_eval_set(probs: np.ndarray, eval_set: EvalSet, threshold: float,
+                   label_map: int = 0) -> metrics.ScoreAccumulator:
+  """Scores one label map of each prediction against its mask at the original resolution."""
+  acc = metrics.ScoreAccumulator()
+  for prob, mask, image_id in zip(probs, eval_set.masks, eval_set.ids):
+    if mask is not None:
+      acc.add(prob[..., label_map], mask, threshold, image_id=image_id)
+  return acc

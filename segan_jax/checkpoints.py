@@ -1,12 +1,25 @@
 """Orbax checkpoints of both players (atomic: orbax writes to a temporary folder, then renames)."""
 
+import contextlib
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from segan_jax.train_state import TrainState
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+  """Orbax logs every file operation at INFO through absl; keep the console for progress lines."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(min(verbosity, logging.WARNING))  # absl: lower is quieter
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 class CheckpointError(RuntimeError):
@@ -16,8 +29,9 @@ class CheckpointError(RuntimeError):
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """A CheckpointManager over workdir/checkpoints keeping the newest `keep` steps."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  with quiet_orbax():
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                 options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, segmentor: TrainState, critic: TrainState,
@@ -26,8 +40,9 @@ def save(manager: ocp.CheckpointManager, step: int, segmentor: TrainState, criti
   args = {"segmentor": ocp.args.StandardSave(segmentor),
           "critic": ocp.args.StandardSave(critic),
           "extra": ocp.args.JsonSave(extra or {})}
-  manager.save(step, args=ocp.args.Composite(**args), force=True)
-  manager.wait_until_finished()
+  with quiet_orbax():
+    manager.save(step, args=ocp.args.Composite(**args), force=True)
+    manager.wait_until_finished()
 
 
 def restore(manager: ocp.CheckpointManager, segmentor: TrainState, critic: TrainState,
@@ -38,10 +53,11 @@ def restore(manager: ocp.CheckpointManager, segmentor: TrainState, critic: Train
     return None
   abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        segmentor=ocp.args.StandardRestore(abstract(segmentor)),
-        critic=ocp.args.StandardRestore(abstract(critic)),
-        extra=ocp.args.JsonRestore()))
+    with quiet_orbax():
+      restored = manager.restore(step, args=ocp.args.Composite(
+          segmentor=ocp.args.StandardRestore(abstract(segmentor)),
+          critic=ocp.args.StandardRestore(abstract(critic)),
+          extra=ocp.args.JsonRestore()))
   except (ValueError, KeyError) as e:
     raise CheckpointError(
         f"Cannot restore {manager.directory}/{step} into this config's model: {e}. "

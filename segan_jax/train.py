@@ -148,7 +148,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    summary["jaccard"], summary["dice"], summary["accuracy"])
       _write_panels(workdir, writer, done, val, probs, config)
     if done % config.train.checkpoint_every == 0 or done == num_steps:
-      checkpoints.save(manager, done, seg_state, critic_state, {"val": summary})
+      checkpoints.save(manager, done, seg_state, critic_state,
+                       {"val": summary, "steps_per_epoch": steps_per_epoch,
+                        "k": float(cfg.k_schedule(done)), "threshold": config.eval.threshold})
       last_time = time.time()  # checkpointing and validation do not count towards steps/s.
   writer.flush()
 
@@ -159,7 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "k": float(cfg.k_schedule(seg_state.step)), "threshold": config.eval.threshold,
             "wall_time_s": time.time() - t0}
   _write_json(os.path.join(workdir, "metrics.json"), result)
-  manager.close()
+  with checkpoints.quiet_orbax():
+    manager.close()
   writer.close()
   return result
 

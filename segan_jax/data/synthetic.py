@@ -3,8 +3,10 @@
 Every example is a pure function of ``(seed, index)``: its own ``np.random.SeedSequence`` drives
 independent child streams (geometry/skin, lesion, distractors, finish), so there is no global RNG
 state and no dependence on call order, and switching distractors off leaves everything else
-unchanged. Arithmetic is float64 so uint8 rounding is practically immune to ULP differences in
-transcendental functions between CPUs; given the same numpy/Pillow the output is bit-identical.
+unchanged. Transcendental functions (exp, trig, hypot, pow, tanh) are evaluated in float64, whose
+last-ulp differences between CPUs/SIMD paths practically never flip a uint8 rounding or the mask
+threshold; the image buffer itself is float32 and only sees exactly-rounded +,-,*,/. So, given the
+same numpy/Pillow, the output is bit-identical.
 
 Image formation, in order:
   skin (tone, low-frequency texture, redness blotches)
@@ -19,6 +21,8 @@ any distractor is drawn.
 from __future__ import annotations
 
 import numpy as np
+from collections.abc import Callable
+
 from PIL import Image, ImageDraw, ImageFilter
 
 __all__ = ["generate_example", "generate_split"]
@@ -28,15 +32,15 @@ _STREAM_SCENE, _STREAM_LESION, _STREAM_DISTRACT, _STREAM_FINISH = range(4)
 
 # Reference "pale skin" colour: lesion pigments are given as colours on this skin and applied as
 # per-channel transmittance, so the same pigment looks darker on darker skin.
-_REF_SKIN = np.array([0.90, 0.72, 0.62])
+_REF_SKIN = np.array([0.90, 0.72, 0.62], np.float32)
 _PIGMENTS = {
-    "light_brown": np.array([0.66, 0.45, 0.32]),
-    "mid_brown": np.array([0.47, 0.29, 0.19]),
-    "dark_brown": np.array([0.27, 0.16, 0.10]),
-    "black": np.array([0.13, 0.10, 0.09]),
-    "blue_grey": np.array([0.42, 0.45, 0.55]),
-    "reddish": np.array([0.72, 0.38, 0.36]),
-    "pinkish": np.array([0.80, 0.55, 0.52]),
+    "light_brown": np.array([0.66, 0.45, 0.32], np.float32),
+    "mid_brown": np.array([0.47, 0.29, 0.19], np.float32),
+    "dark_brown": np.array([0.27, 0.16, 0.10], np.float32),
+    "black": np.array([0.13, 0.10, 0.09], np.float32),
+    "blue_grey": np.array([0.42, 0.45, 0.55], np.float32),
+    "reddish": np.array([0.72, 0.38, 0.36], np.float32),
+    "pinkish": np.array([0.80, 0.55, 0.52], np.float32),
 }
 _SKIN_TONES = np.array(
     [
@@ -70,29 +74,46 @@ def _sample_size(rng: np.random.Generator) -> tuple[int, int]:
     return int(h), w
 
 
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: float) -> np.ndarray:
-    """Zero-mean, unit-std low-frequency noise: a coarse random grid upsampled bicubically."""
+_Window = tuple[slice, slice]
+_NOISE_GAIN = np.float32(1.0 / 0.82)  # bicubic upsampling of N(0, 1) leaves std ~0.82
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: float, win: _Window | None = None) -> np.ndarray:
+    """Low-frequency noise (~unit std): a coarse N(0,1) grid with ``cells`` cells across the image
+    upsampled bicubically to HxW; with ``win`` only that window of the same field is rendered."""
     scale = cells / max(h, w)
     gh, gw = max(2, round(h * scale)) + 2, max(2, round(w * scale)) + 2
-    coarse = rng.standard_normal((gh, gw)).astype(np.float32)
-    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float64)
-    field -= field.mean()
-    return field / (field.std() + 1e-8)
+    coarse = Image.fromarray(rng.standard_normal((gh, gw)).astype(np.float32))
+    if win is None:
+        win = (slice(0, h), slice(0, w))
+    ys, xs = win
+    sx, sy = gw / w, gh / h  # source pixels per output pixel, as in a full-size resize
+    box = (xs.start * sx, ys.start * sy, xs.stop * sx, ys.stop * sy)
+    field = coarse.resize((xs.stop - xs.start, ys.stop - ys.start), Image.BICUBIC, box=box)
+    return np.asarray(field, dtype=np.float32) * _NOISE_GAIN
 
 
 def _fractal_noise(rng: np.random.Generator, h: int, w: int, cells: float, octaves: int) -> np.ndarray:
-    """Sum of smooth-noise octaves (doubling frequency, halving amplitude), unit std."""
-    out = np.zeros((h, w))
+    """Sum of smooth-noise octaves (doubling frequency, halving amplitude), ~unit std."""
+    out = np.zeros((h, w), np.float32)
     for o in range(octaves):
-        out += 0.5**o * _smooth_noise(rng, h, w, cells * 2**o)
-    return out / out.std()
+        out += np.float32(0.5**o) * _smooth_noise(rng, h, w, cells * 2**o)
+    return out * np.float32(1.0 / np.sqrt(sum(0.25**o for o in range(octaves))))
 
 
-def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Blend image ``a`` towards colour/image ``b`` by per-pixel weight ``t`` (HxW)."""
-    if not t.any():  # empty distractor layers are common; skip the full-image arithmetic
-        return a
-    return a + (b - a) * t[..., None]
+def _blend(img: np.ndarray, colour: np.ndarray, t: np.ndarray) -> None:
+    """In place: move float32 ``img`` (HxWx3) towards ``colour`` (3 or HxWx3) by weight ``t`` (HxW)."""
+    rows = np.flatnonzero(t.any(axis=1))
+    if rows.size == 0:  # empty distractor layers are common; skip the arithmetic
+        return
+    r = slice(rows[0], rows[-1] + 1)
+    c = colour[r] if np.ndim(colour) == 3 else colour
+    img[r] += (np.asarray(c, np.float32) - img[r]) * np.asarray(t[r], np.float32)[..., None]
+
+
+def _layer(image: Image.Image) -> np.ndarray:
+    """An 'L' PIL drawing layer as float32 opacity in [0, 1]."""
+    return np.asarray(image, dtype=np.float32) / np.float32(255.0)
 
 
 def _skin(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -101,23 +122,23 @@ def _skin(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     lo = int(np.floor(tone))
     hi = min(lo + 1, len(_SKIN_TONES) - 1)
     base = _SKIN_TONES[lo] + (_SKIN_TONES[hi] - _SKIN_TONES[lo]) * (tone - lo)
-    base = base * rng.uniform(0.94, 1.06, size=3)
+    base = (base * rng.uniform(0.94, 1.06, size=3)).astype(np.float32)
     lum = 1.0 + rng.uniform(0.03, 0.09) * _fractal_noise(rng, h, w, rng.uniform(3, 6), 4)
     img = base[None, None, :] * lum[..., None]
     redness = np.clip(_smooth_noise(rng, h, w, rng.uniform(1.5, 3.5)) - rng.uniform(0.0, 1.2), 0, None)
-    red_amount = rng.uniform(0.0, 0.12) * np.tanh(redness)
+    red_amount = (rng.uniform(0.0, 0.12) * np.tanh(redness.astype(np.float64))).astype(np.float32)
     img[..., 1] *= 1.0 - red_amount
     img[..., 2] *= 1.0 - 0.8 * red_amount
     return img
 
 
 def _lesion_geometry(rng: np.random.Generator, h: int, w: int) -> dict:
-    """Lesion placement and shape parameters (centre, size, rotation, elongation, harmonics)."""
+    """Lesion placement and shape parameters (centre, size, rotation, elongation, r(theta) table)."""
     frac = float(np.exp(rng.uniform(np.log(0.05), np.log(0.65))))  # target area fraction
     elong = 1.0 if rng.random() < 0.4 else rng.uniform(0.45, 1.0)
     ks = np.arange(2, 9)
     irregular = rng.uniform(0.03, 0.22)
-    amps = irregular * rng.standard_normal(ks.size) / ks**rng.uniform(0.6, 1.2)
+    amps = irregular * rng.standard_normal(ks.size) / ks ** rng.uniform(0.6, 1.2)
     phases = rng.uniform(0, 2 * np.pi, ks.size)
     radius = np.sqrt(frac * h * w / (np.pi * elong * (1.0 + 0.5 * np.sum(amps**2))))
     if rng.random() < 0.15:  # pushed towards a border so the lesion is cut by the frame
@@ -127,54 +148,70 @@ def _lesion_geometry(rng: np.random.Generator, h: int, w: int) -> dict:
         cx, cy = [(m, t), (1 - m, t), (t, m), (t, 1 - m)][side]
     else:
         cx, cy = 0.5 + rng.normal(0, 0.12), 0.5 + rng.normal(0, 0.12)
-    cx, cy = np.clip(cx, 0.08, 0.92) * (w - 1), np.clip(cy, 0.08, 0.92) * (h - 1)
+    # Polar radius profile r(theta) = 1 + sum_k a_k cos(k theta + phi_k), tabulated for lookup.
+    theta = np.linspace(-np.pi, np.pi, 2049)
+    table = np.maximum(1.0 + np.cos(np.outer(theta, ks) + phases) @ amps, 0.35)
     return {
-        "cx": cx, "cy": cy, "radius": radius, "angle": rng.uniform(0, np.pi), "elong": elong,
-        "ks": ks, "amps": amps, "phases": phases,
+        "cx": np.clip(cx, 0.08, 0.92) * (w - 1), "cy": np.clip(cy, 0.08, 0.92) * (h - 1),
+        "radius": radius, "angle": rng.uniform(0, np.pi), "elong": elong,
+        "theta": theta, "table": table,
         "warp": rng.uniform(0.0, 0.12), "warp_cells": rng.uniform(4, 10),
         "softness": rng.choice([0.025, 0.05, 0.1, 0.2], p=[0.3, 0.3, 0.25, 0.15]),
     }
 
 
-def _lesion_field(rng: np.random.Generator, h: int, w: int, g: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised distance d (lesion is d <= 1), polar coords (u, v) in lesion frame, and alpha."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    dx, dy = xx - g["cx"], yy - g["cy"]
+def _lesion_window(g: dict, h: int, w: int, warp_max: float) -> _Window:
+    """Pixel window outside which alpha < 5e-5 and d > 1, so lesion work can be cropped to it.
+
+    d = rho / r(theta) + warp * n >= rho / max(r) - warp * max|n|, and a pixel's distance from the
+    centre is at most radius * rho (elong <= 1); solve d <= 1 + 10 * softness for that distance.
+    """
+    reach = g["radius"] * g["table"].max() * (1.0 + 10.0 * g["softness"] + g["warp"] * warp_max) + 2.0
+    x0, x1 = max(0, int(np.floor(g["cx"] - reach))), min(w, int(np.ceil(g["cx"] + reach)) + 1)
+    y0, y1 = max(0, int(np.floor(g["cy"] - reach))), min(h, int(np.ceil(g["cy"] + reach)) + 1)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _lesion_field(g: dict, win: _Window, warp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised distance d (lesion is d <= 1) and lesion-frame coords (u, v), float64, in ``win``."""
+    dy = np.arange(win[0].start, win[0].stop, dtype=np.float64)[:, None] - g["cy"]
+    dx = np.arange(win[1].start, win[1].stop, dtype=np.float64)[None, :] - g["cx"]
     ca, sa = np.cos(g["angle"]), np.sin(g["angle"])
     u = (dx * ca + dy * sa) / g["radius"]
     v = (-dx * sa + dy * ca) / (g["radius"] * g["elong"])
-    # Radius profile r(theta) tabulated once and looked up: much cheaper than per-pixel harmonics.
-    table_theta = np.linspace(-np.pi, np.pi, 2049)
-    table = 1.0 + np.cos(np.outer(table_theta, g["ks"]) + g["phases"]) @ g["amps"]
-    shape = np.interp(np.arctan2(v, u), table_theta, np.maximum(table, 0.35))
-    d = np.hypot(u, v) / shape
-    d = d + g["warp"] * _smooth_noise(rng, h, w, g["warp_cells"])
-    alpha = 1.0 / (1.0 + np.exp(np.clip((d - 1.0) / g["softness"], -50, 50)))
-    return d, u, v, alpha
+    shape = np.interp(np.arctan2(v, u), g["theta"], g["table"])
+    d = np.hypot(u, v) / shape + g["warp"] * warp.astype(np.float64)
+    return d, u, v
 
 
-def _lesion_transmittance(rng: np.random.Generator, d: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Per-pixel RGB transmittance of the pigment: variegated browns, blue-grey, red, network."""
-    h, w = d.shape
+def _lesion_transmittance(
+    rng: np.random.Generator, d: np.ndarray, noise: Callable[[float], np.ndarray], size: int
+) -> np.ndarray:
+    """Per-pixel RGB transmittance (float32) of the pigment: variegated browns, blue-grey, red, network.
+
+    ``noise(cells)`` returns smooth noise with ``cells`` cells across the full image (``size`` px),
+    cropped to the lesion window (same shape as ``d``).
+    """
     names = ["light_brown", "mid_brown", "dark_brown"]
     t = rng.uniform(0, 2)
     i = min(int(t), 1)
-    base = _PIGMENTS[names[i]] + (_PIGMENTS[names[i + 1]] - _PIGMENTS[names[i]]) * (t - i)
-    col = np.broadcast_to(base, (h, w, 3)).copy()
+    col = np.empty(d.shape + (3,), np.float32)
+    col[:] = _PIGMENTS[names[i]] + (_PIGMENTS[names[i + 1]] - _PIGMENTS[names[i]]) * np.float32(t - i)
     extras = ["light_brown", "mid_brown", "dark_brown", "black", "blue_grey", "reddish", "pinkish"]
     for _ in range(int(rng.integers(0, 4))):
         name = extras[int(rng.integers(len(extras)))]
-        blob = _smooth_noise(rng, h, w, rng.uniform(3, 9))
+        blob = noise(rng.uniform(3, 9))
         weight = np.clip((blob - rng.uniform(-0.3, 1.2)) / 0.5, 0, 1) * rng.uniform(0.5, 1.0)
-        col = _lerp(col, _PIGMENTS[name], weight)
-    # Radial profile: often darker core with lighter rim (a rim that thresholds miss).
-    centre = np.clip(1.0 - d, 0, 1) ** rng.uniform(0.5, 2.0)
-    col = _lerp(col, _PIGMENTS["dark_brown"], rng.uniform(-0.3, 0.7) * centre)
+        _blend(col, _PIGMENTS[name], weight)
+    # Radial profile: often a darker core, sometimes a darker rim (thresholds then miss the rest).
+    centre = (np.clip(1.0 - d, 0, 1) ** rng.uniform(0.5, 2.0)).astype(np.float32)
+    _blend(col, _PIGMENTS["dark_brown"], rng.uniform(-0.3, 0.7) * centre)
     if rng.random() < 0.45:  # reticular pigment network: zero-crossing contours of fine noise
-        mesh = _smooth_noise(rng, h, w, max(h, w) / rng.uniform(5.0, 9.0))
+        mesh = noise(size / rng.uniform(5.0, 9.0))  # mesh holes ~5-9 px
         lines = np.clip((0.35 - np.abs(mesh)) / 0.35, 0, 1) * rng.uniform(0.3, 0.7)
-        col = _lerp(col, _PIGMENTS["dark_brown"], lines * np.clip(1.2 - d, 0, 1))
-    col *= (1.0 + rng.uniform(0.05, 0.14) * _fractal_noise(rng, h, w, 8, 4))[..., None]
+        _blend(col, _PIGMENTS["dark_brown"], lines * np.clip(1.2 - d, 0, 1).astype(np.float32))
+    texture = sum(0.5**o * noise(8 * 2**o) for o in range(3))
+    col *= (1.0 + rng.uniform(0.04, 0.1) * texture)[..., None]
     return np.clip(col / _REF_SKIN, 0.05, 1.1)
 
 
@@ -194,21 +231,29 @@ def _globules(rng: np.random.Generator, h: int, w: int, g: dict) -> np.ndarray:
         for x, y, s, val in zip(xs, ys, sizes, vals):
             draw.ellipse([x - s, y - s, x + s, y + s], fill=int(val))
         layer = layer.filter(ImageFilter.GaussianBlur(0.7))
-    return np.asarray(layer, dtype=np.float64) / 255.0
+    return _layer(layer)
 
 
-def _render_lesion(rng: np.random.Generator, skin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Composite one lesion onto the skin; returns (image float HxWx3, mask bool HxW)."""
-    h, w = skin.shape[:2]
+def _render_lesion(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Composite one lesion onto the skin ``img`` in place; returns the exact mask (bool HxW).
+
+    All per-pixel work is restricted to the window that can contain the lesion; noise fields are
+    still drawn at full size and cropped so their statistics do not depend on the window.
+    """
+    h, w = img.shape[:2]
     g = _lesion_geometry(rng, h, w)
-    d, u, v, alpha = _lesion_field(rng, h, w, g)
-    trans = _lesion_transmittance(rng, d, u, v)
-    dots = _globules(rng, h, w, g) * alpha
-    trans = _lerp(trans, _PIGMENTS["black"] / _REF_SKIN, dots * rng.uniform(0.4, 0.9))
+    warp = _smooth_noise(rng, h, w, g["warp_cells"])
+    win = _lesion_window(g, h, w, float(np.abs(warp).max()))
+    d, _, _ = _lesion_field(g, win, warp[win])
+    trans = _lesion_transmittance(rng, d, lambda cells: _smooth_noise(rng, h, w, cells, win), max(h, w))
+    alpha = (1.0 / (1.0 + np.exp(np.clip((d - 1.0) / g["softness"], -50, 50)))).astype(np.float32)
+    dots = _globules(rng, h, w, g)[win] * alpha
+    _blend(trans, _PIGMENTS["black"] / _REF_SKIN, dots * rng.uniform(0.4, 0.9))
     contrast = 0.35 + 0.65 * rng.beta(2.0, 1.2)  # some lesions are faint
-    weight = alpha * contrast
-    img = skin * (1.0 + (trans - 1.0) * weight[..., None])
-    return img, d <= 1.0
+    img[win] *= 1.0 + (trans - 1.0) * (alpha * np.float32(contrast))[..., None]
+    mask = np.zeros((h, w), bool)
+    mask[win] = d <= 1.0
+    return mask
 
 
 def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int) -> list[tuple[float, float]]:
@@ -233,7 +278,7 @@ def _hair_layer(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         mid = (p0 + p2) / 2 + rng.normal(0, 0.15 * length, 2)
         width = int(rng.choice([1, 2, 2, 3, 4]))
         draw.line(_bezier(p0, mid, p2, 24), fill=int(rng.integers(150, 256)), width=width, joint="curve")
-    return np.asarray(layer.resize((w, h), Image.BOX), dtype=np.float64) / 255.0
+    return _layer(layer.resize((w, h), Image.BOX))
 
 
 def _marks_layer(rng: np.random.Generator, h: int, w: int, g_cx: float, g_cy: float) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +310,7 @@ def _marks_layer(rng: np.random.Generator, h: int, w: int, g_cx: float, g_cy: fl
             draw.arc(box, a0, a0 + span, fill=int(rng.integers(150, 240)), width=int(rng.integers(2, 5)))
             a0 += span + rng.uniform(30, 90)
         ink = ink.filter(ImageFilter.GaussianBlur(0.8))
-    return np.asarray(ruler, dtype=np.float64) / 255.0, np.asarray(ink, dtype=np.float64) / 255.0
+    return _layer(ruler), _layer(ink)
 
 
 def _spots_layers(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -291,50 +336,63 @@ def _spots_layers(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
         for _ in range(int(rng.integers(1, 12))):
             x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.7, 2.5)
             draw_g.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.integers(140, 256)))
-    glints = glints.filter(ImageFilter.GaussianBlur(0.6))
-    to_f = lambda im: np.asarray(im, dtype=np.float64) / 255.0  # noqa: E731
-    return to_f(freckles), to_f(rims), to_f(glints)
+    if glints.getbbox():
+        glints = glints.filter(ImageFilter.GaussianBlur(0.6))
+    return _layer(freckles), _layer(rims), _layer(glints)
 
 
-def _render_distractors(rng: np.random.Generator, img: np.ndarray, lesion_centre: tuple[float, float]) -> np.ndarray:
-    """Draw everything that is NOT lesion: freckles, hairs, ruler/ink marks, bubbles, glare."""
+def _render_distractors(rng: np.random.Generator, img: np.ndarray, lesion_centre: tuple[float, float]) -> None:
+    """In place, draw everything that is NOT lesion: freckles, hairs, ruler/ink marks, bubbles, glare."""
     h, w = img.shape[:2]
     freckles, rims, glints = _spots_layers(rng, h, w)
-    img = img * (1.0 + (_PIGMENTS["mid_brown"] / _REF_SKIN - 1.0) * (0.8 * freckles)[..., None])
-    hair_col = np.array([0.10, 0.07, 0.05]) * rng.uniform(0.6, 2.5)
-    img = _lerp(img, hair_col, _hair_layer(rng, h, w))
+    if freckles.any():  # same multiplicative pigment model as the lesion
+        _blend(img, img * (_PIGMENTS["mid_brown"] / _REF_SKIN), 0.8 * freckles)
+    _blend(img, np.array([0.10, 0.07, 0.05]) * rng.uniform(0.6, 2.5), _hair_layer(rng, h, w))
     ruler, ink = _marks_layer(rng, h, w, *lesion_centre)
-    img = _lerp(img, np.array([0.08, 0.08, 0.09]), ruler)
-    img = _lerp(img, np.array([0.42, 0.22, 0.52]) * rng.uniform(0.7, 1.2), ink)
-    img = _lerp(img, img * 0.75, rims)  # bubble edges refract darker
-    return _lerp(img, np.array([1.0, 1.0, 1.0]), glints)
+    _blend(img, np.array([0.08, 0.08, 0.09]), ruler)
+    _blend(img, np.array([0.42, 0.22, 0.52]) * rng.uniform(0.7, 1.2), ink)
+    if rims.any():  # bubble edges refract darker
+        _blend(img, img * np.float32(0.75), rims)
+    _blend(img, np.ones(3), glints)
 
 
-def _lighting(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Uneven illumination plus dermoscope vignetting (from none to a black circular frame)."""
+def _lighting(rng: np.random.Generator, img: np.ndarray) -> None:
+    """In place: uneven illumination plus dermoscope vignetting (from none to a black circular frame)."""
     h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    xx, yy = np.arange(w, dtype=np.float64)[None, :], np.arange(h, dtype=np.float64)[:, None]
     ang = rng.uniform(0, 2 * np.pi)
     ramp = ((xx / w - 0.5) * np.cos(ang) + (yy / h - 0.5) * np.sin(ang)) * rng.uniform(0.0, 0.3)
     cx, cy = w / 2 + rng.normal(0, 0.04 * w), h / 2 + rng.normal(0, 0.04 * h)
-    half_diag = 0.5 * np.hypot(h, w)
-    r = np.hypot(xx - cx, yy - cy) / half_diag
-    gain = (1.0 + ramp) * (1.0 - rng.uniform(0.0, 0.35) * r**2)
+    r2 = (((xx - cx) ** 2 + (yy - cy) ** 2) / (0.25 * (h * h + w * w)))  # squared, in half-diagonals
+    gain = (1.0 + ramp) * (1.0 - rng.uniform(0.0, 0.35) * r2)
     kind = rng.random()
     if kind < 0.55:  # dark circular frame of the dermoscope
         radius = rng.uniform(0.68, 1.05)  # in half-diagonals: 1.0 just darkens corners
         edge = rng.choice([0.02, 0.06, 0.15])
-        t = np.clip((r - radius) / edge, 0, 1)
+        t = np.clip((np.sqrt(r2) - radius) / edge, 0, 1)
         gain *= 1.0 - rng.uniform(0.6, 0.97) * t * t * (3 - 2 * t)
-    return img * gain[..., None]
+    img *= gain.astype(np.float32)[..., None]
+
+
+def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable 5-tap Gaussian blur of an HxWxC float32 image (edge-replicated); cheaper than PIL's."""
+    k = np.exp(-0.5 * (np.arange(-2, 3) / sigma) ** 2)
+    k = (k / k.sum()).astype(np.float32)
+    out = img
+    for axis in (0, 1):
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (2, 2)
+        p = np.pad(out, pad, mode="edge")
+        n = img.shape[axis]
+        out = sum(k[i] * p.take(np.arange(i, i + n), axis=axis) for i in range(5))
+    return out
 
 
 def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Quantise to uint8 with slight optical blur and sensor grain."""
-    u8 = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    blurred = np.asarray(Image.fromarray(u8).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9))), dtype=np.float64)
-    grain = rng.uniform(1.0, 4.0) * rng.standard_normal(blurred.shape, dtype=np.float32)
-    return np.clip(np.rint(blurred + grain), 0, 255).astype(np.uint8)
+    """Quantise to uint8 after a slight optical blur and (luminance) sensor grain."""
+    out = _gaussian_blur(img * np.float32(255.0), rng.uniform(0.3, 0.9))
+    out += np.float32(rng.uniform(1.0, 4.0)) * rng.standard_normal(out.shape[:2], dtype=np.float32)[..., None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def generate_example(seed: int, index: int, *, distractors: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -348,11 +406,11 @@ def generate_example(seed: int, index: int, *, distractors: bool = True) -> tupl
     scene, lesion, distract, finish = _rngs(seed, index)
     h, w = _sample_size(scene)
     img = _skin(scene, h, w)
-    img, mask = _render_lesion(lesion, img)
+    mask = _render_lesion(lesion, img)
     if distractors:
         ys, xs = np.nonzero(mask)
-        img = _render_distractors(distract, img, (float(xs.mean()), float(ys.mean())))
-    img = _lighting(scene, img)
+        _render_distractors(distract, img, (float(xs.mean()), float(ys.mean())))
+    _lighting(scene, img)
     return _finish(finish, img), mask.astype(np.uint8) * 255
 
 

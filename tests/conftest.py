@@ -1,0 +1,19 @@
+"""Test-session settings: quiet TensorFlow, and one persistent XLA cache so repeated compiles are cheap."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+_CACHE = os.environ.get("SEGAN_TEST_JAX_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache", "segan_jax", "jax_tests"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture
+def tiny_config():
+  from segan_jax.configs import tiny
+  return tiny.get_config()

@@ -1,0 +1,58 @@
+import pytest
+
+from segan_jax.config_validation import ConfigError, validate_config
+from segan_jax.configs import default, isic2017, tiny
+
+
+@pytest.mark.parametrize("module", [default, isic2017, tiny])
+def test_shipped_configs_are_valid(module):
+  validate_config(module.get_config())
+
+
+def test_isic2017_is_the_paper_recipe():
+  c = isic2017.get_config()
+  assert (c.model.width, c.train.batch_size, c.data.image_size) == (64, 25, 128)
+  assert (c.optim.learning_rate, c.optim.schedule, c.train.critic_clip) == (0.003, "linear", 0.05)
+  assert (c.schedule.k_init, c.schedule.k_decay, c.schedule.k_decay_epochs) == (1.0, 0.9, 25)
+  assert (c.schedule.k_floor, c.eval.threshold) == (0.3, 0.4)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("model.width", 0),
+    ("model.width", 2.5),
+    ("model.conv_impl", "cudnn"),
+    ("data.source", "imagenet"),
+    ("data.image_size", 100),
+    ("data.resize_height", 64),
+    ("loss.layer_weights", (1.0, 2.0)),
+    ("loss.feature_reduction", "max"),
+    ("optim.learning_rate", -1.0),
+    ("optim.schedule", "cosine"),
+    ("schedule.k_floor", 0.0),
+    ("train.batch_size", 0),
+    ("train.critic_clip", 0.0),
+    ("eval.threshold", 1.5),
+    ("dtype", "float16"),
+])
+def test_invalid_values_name_the_field(field, value):
+  config = default.get_config()
+  section, _, name = field.rpartition(".")
+  node = config[section] if section else config
+  with node.ignore_type():
+    node[name] = value
+  with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    validate_config(config)
+
+
+def test_folder_source_needs_a_dir():
+  config = default.get_config()
+  config.data.source = "folder"
+  with pytest.raises(ConfigError, match=r"data\.dir"):
+    validate_config(config)
+
+
+def test_all_losses_zero_is_rejected():
+  config = default.get_config()
+  config.loss.adversarial_weight = 0.0
+  with pytest.raises(ConfigError, match="loss"):
+    validate_config(config)

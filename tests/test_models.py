@@ -1,0 +1,72 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segan_jax.layers import upsample2x_bilinear
+from segan_jax.models import Critic, Segmentor, mask_images
+from segan_jax.train_state import count_kernel_weights
+
+
+def _abstract_params(module):
+  x = jnp.zeros((1, 128, 128, 3))
+  return jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))["params"]
+
+
+def test_kernel_weight_counts_at_width_64():
+  # The authors' architecture (DESIGN.md section 1).
+  assert count_kernel_weights(_abstract_params(Segmentor(width=64))) == 156_207_872
+  assert count_kernel_weights(_abstract_params(Critic(width=64))) == 9_389_248
+
+
+def test_segmentor_output_shape_and_multiclass():
+  for n in (1, 3):
+    model = Segmentor(width=2, num_classes=n)
+    x = jnp.zeros((2, 128, 256, 3))
+    variables = model.init(jax.random.key(0), x, train=False)
+    assert model.apply(variables, x, train=False).shape == (2, 128, 256, n)
+
+
+@pytest.mark.parametrize("global_conv", [False, True])
+def test_critic_feature_shapes(global_conv):
+  model = Critic(width=2, global_conv=global_conv)
+  x = jnp.ones((3, 128, 128, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  features = model.apply(variables, x, train=False)
+  assert [f.shape for f in features] == [
+      (3, 128, 128, 3), (3, 64, 64, 2), (3, 32, 32, 4), (3, 16, 16, 8), (3, 8, 8, 16),
+      (3, 4, 4, 16), (3, 2, 2, 16)]
+  assert all(np.all(np.isfinite(np.asarray(f))) for f in features)
+
+
+def test_rejects_sizes_that_are_not_multiples_of_128():
+  model = Segmentor(width=2)
+  with pytest.raises(ValueError, match="multiples of 128"):
+    model.init(jax.random.key(0), jnp.zeros((1, 100, 128, 3)), train=False)
+
+
+def test_mask_images_stacks_label_maps():
+  images = jnp.arange(2 * 128 * 128 * 3, dtype=jnp.float32).reshape(2, 128, 128, 3)
+  maps = jnp.stack([jnp.ones((2, 128, 128)), jnp.zeros((2, 128, 128))], axis=-1)
+  masked = mask_images(images, maps)
+  assert masked.shape == (4, 128, 128, 3)
+  np.testing.assert_array_equal(masked[0], images[0])
+  np.testing.assert_array_equal(masked[1], 0)
+  np.testing.assert_array_equal(masked[2], images[1])
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 1, 3), (1, 2, 2, 1), (2, 5, 7, 4)])
+def test_upsample_matches_jax_image_resize(shape):
+  x = jax.random.normal(jax.random.key(1), shape)
+  expected = jax.image.resize(x, (shape[0], 2 * shape[1], 2 * shape[2], shape[3]), "bilinear")
+  np.testing.assert_allclose(upsample2x_bilinear(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_statistics_update_in_training_mode():
+  model = Segmentor(width=2)
+  x = jax.random.normal(jax.random.key(2), (2, 128, 128, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  before = jax.tree.leaves(variables["batch_stats"])
+  after = jax.tree.leaves(updates["batch_stats"])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))

@@ -1,0 +1,126 @@
+"""The two players' steps on a tiny model: clipping, who changes, gradient signs, single compile."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segan_jax import steps
+from segan_jax.activations import adaptive_logistic
+from segan_jax.train import build_step_config, create_states
+
+
+def _batch(seed=0, b=2):
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[:128, :128]
+  masks = np.stack([((yy - 64 - 10 * i) ** 2 + (xx - 60) ** 2 < 30 ** 2) for i in range(b)])
+  images = rng.normal(size=(b, 128, 128, 3)).astype(np.float32) + 1.5 * masks[..., None]
+  return {"image": jnp.asarray(images), "mask": jnp.asarray(masks[..., None], jnp.float32)}
+
+
+@pytest.fixture
+def setup(tiny_config):
+  config = tiny_config
+  config.train.num_steps = 100
+  config.schedule.k_decay_epochs = 1
+  cfg = build_step_config(config, steps_per_epoch=1)  # k changes every step
+  seg, critic = create_states(config, cfg)
+  return config, cfg, seg, critic
+
+
+def _copy(tree):
+  return jax.tree.map(lambda x: np.array(x), tree)
+
+
+def _loss(cfg, seg, critic, batch):
+  k = cfg.k_schedule(seg.step)
+  logits, _ = steps.segment(cfg, seg, batch["image"], train=True)
+  probs = adaptive_logistic(logits, k)
+  fake, stats = steps.critic_features(cfg, critic, batch["image"], probs)
+  real, _ = steps.critic_features(cfg, critic, batch["image"], batch["mask"], batch_stats=stats)
+  return float(steps.adversarial_loss(cfg, fake, real))
+
+
+def test_critic_step_clips_and_leaves_segmentor_unchanged(setup):
+  _, cfg, seg, critic = setup
+  seg_before = _copy(seg)
+  critic_step = jax.jit(functools.partial(steps.critic_step, cfg=cfg))
+  new_critic, metrics = critic_step(critic, seg, _batch())
+  for leaf in jax.tree.leaves(new_critic.params):
+    assert np.all(np.abs(np.asarray(leaf)) <= cfg.critic_clip + 1e-7)
+  jax.tree.map(np.testing.assert_array_equal, _copy(seg), seg_before)
+  assert np.isfinite(float(metrics["critic_loss"]))
+  assert int(new_critic.step) == 1
+
+
+def test_segmentor_step_leaves_critic_unchanged(setup):
+  _, cfg, seg, critic = setup
+  critic_before = _copy(critic)
+  new_seg, metrics = jax.jit(functools.partial(steps.segmentor_step, cfg=cfg))(seg, critic,
+                                                                               _batch())
+  jax.tree.map(np.testing.assert_array_equal, _copy(critic), critic_before)
+  assert int(new_seg.step) == 1
+  changed = [not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(_copy(new_seg.params)), jax.tree.leaves(_copy(seg.params)))]
+  assert all(changed)
+  assert np.isfinite(float(metrics["adversarial_loss"]))
+
+
+def test_gradient_signs_on_a_fixed_batch(setup):
+  config, _, _, _ = setup
+  config.optim.learning_rate = 1e-3
+  config.optim.schedule = "constant"
+  cfg = build_step_config(config, steps_per_epoch=10_000)  # constant k
+  seg, critic = create_states(config, cfg)
+  # Start from a clipped critic, as after any critic step, so the update is the gradient's alone.
+  critic = critic.replace(params=jax.tree.map(lambda p: jnp.clip(p, -0.05, 0.05), critic.params))
+  batch = _batch(1)
+  critic_step = jax.jit(functools.partial(steps.critic_step, cfg=cfg))
+  segmentor_step = jax.jit(functools.partial(steps.segmentor_step, cfg=cfg))
+  before = _loss(cfg, seg, critic, batch)
+  new_critic, _ = critic_step(critic, seg, batch)
+  after_critic = _loss(cfg, seg, new_critic, batch)
+  assert after_critic > before  # C maximises the loss
+  new_seg, _ = segmentor_step(seg, new_critic, batch)
+  after_seg = _loss(cfg, new_seg, new_critic, batch)
+  assert after_seg < after_critic  # S minimises it
+
+
+def test_steps_compile_once_while_k_changes(setup):
+  _, cfg, seg, critic = setup
+  jitted = steps.make_jitted_steps(cfg)
+  ks = []
+  for i in range(4):
+    seg, critic, metrics = jitted.train_step(seg, critic, _batch(i))
+    ks.append(float(metrics["k"]))
+  assert len(set(ks)) == 4  # k decays every step here
+  assert jitted.train_step._cache_size() == 1
+  for i in range(3):
+    critic, _ = jitted.critic_step(critic, seg, _batch(i))
+    seg, _ = jitted.segmentor_step(seg, critic, _batch(i))
+  assert jitted.critic_step._cache_size() == 1
+  assert jitted.segmentor_step._cache_size() == 1
+
+
+def test_optional_dice_and_bce_terms(setup):
+  config, _, _, _ = setup
+  config.loss.dice_weight = 1.0
+  config.loss.bce_weight = 0.5
+  cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, cfg)
+  _, metrics = jax.jit(functools.partial(steps.segmentor_step, cfg=cfg))(seg, critic, _batch())
+  assert {"adversarial_loss", "dice_loss", "bce_loss"} <= set(metrics)
+
+
+def test_non_adversarial_baseline_skips_the_critic(setup):
+  config, _, _, _ = setup
+  config.loss.adversarial_weight = 0.0
+  config.loss.dice_weight = 1.0
+  cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, cfg)
+  critic_before = _copy(critic)
+  seg, critic, metrics = steps.make_jitted_steps(cfg).train_step(seg, critic, _batch())
+  assert "adversarial_loss" not in metrics and "critic_loss" not in metrics
+  jax.tree.map(np.testing.assert_array_equal, _copy(critic), critic_before)

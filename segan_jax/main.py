@@ -11,6 +11,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard log
 flags.DEFINE_string("jax_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "segan_jax",
                                                   "jax"),
                     "Persistent XLA compilation cache ('' disables it).")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() first (multi-host runs, e.g. TPU pod slices).")
 config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
                                 lock_config=True)
 flags.mark_flags_as_required(["workdir"])
@@ -23,6 +25,8 @@ def main(argv):
   from segan_jax import train
   from segan_jax.config_validation import ConfigError, validate_config
 
+  if FLAGS.distributed:
+    jax.distributed.initialize()
   if FLAGS.jax_cache_dir:
     jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

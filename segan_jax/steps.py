@@ -13,10 +13,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from segan_jax.activations import adaptive_logistic
 from segan_jax.losses import binary_cross_entropy_with_logits, multiscale_l1, soft_dice_loss
 from segan_jax.models import mask_images
+from segan_jax.sharding import DATA_AXIS
 from segan_jax.train_state import TrainState, clip_params
 
 Batch = dict[str, jax.Array]
@@ -146,15 +148,28 @@ class JittedSteps:
   predict_probs: Callable
 
 
-def make_jitted_steps(cfg: StepConfig, shardings: Any = None) -> JittedSteps:
-  """jax.jit-compiled steps bound to cfg."""
-  del shardings  # Single-device placement; see the sharding module for data-parallel runs.
+def make_jitted_steps(cfg: StepConfig, mesh: Mesh | None = None) -> JittedSteps:
+  """jax.jit-compiled steps bound to cfg; with a mesh, states stay replicated and batches split.
+
+  Under the mesh the batch is one global array, so BatchNorm statistics and the losses are
+  reduced over the global batch (XLA inserts the cross-device reductions).
+  """
   bind = lambda fn: functools.partial(fn, cfg=cfg)
+  if mesh is None:
+    return JittedSteps(
+        critic_step=jax.jit(bind(critic_step), donate_argnums=0),
+        segmentor_step=jax.jit(bind(segmentor_step), donate_argnums=0),
+        train_step=jax.jit(bind(train_step), donate_argnums=(0, 1)),
+        predict_probs=jax.jit(bind(predict_probs)))
+  rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
   return JittedSteps(
-      critic_step=jax.jit(bind(critic_step), donate_argnums=0),
-      segmentor_step=jax.jit(bind(segmentor_step), donate_argnums=0),
-      train_step=jax.jit(bind(train_step), donate_argnums=(0, 1)),
-      predict_probs=jax.jit(bind(predict_probs)))
+      critic_step=jax.jit(bind(critic_step), donate_argnums=0, in_shardings=(rep, rep, data),
+                          out_shardings=(rep, rep)),
+      segmentor_step=jax.jit(bind(segmentor_step), donate_argnums=0,
+                             in_shardings=(rep, rep, data), out_shardings=(rep, rep)),
+      train_step=jax.jit(bind(train_step), donate_argnums=(0, 1), in_shardings=(rep, rep, data),
+                         out_shardings=(rep, rep, rep)),
+      predict_probs=jax.jit(bind(predict_probs), in_shardings=(rep, data), out_shardings=data))
 
 
 def make_optimizer(lr_schedule: optax.Schedule, b1: float, b2: float) -> optax.GradientTransformation:

@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
-from segan_jax import checkpoints, panels, schedules, steps, validation
+from segan_jax import checkpoints, panels, schedules, sharding, steps, validation
 from segan_jax.config_validation import validate_config
 from segan_jax.data import arrays as data_arrays
 from segan_jax.data import sources
@@ -69,9 +69,10 @@ def load_data(config: ml_collections.ConfigDict
 
 def train_iterator(config: ml_collections.ConfigDict, arrays: data_arrays.TrainArrays,
                    start_step: int):
-  """Batches from the configured loader, starting at start_step."""
+  """This process's slices of the global batches from the configured loader, from start_step."""
   from segan_jax.data import tf_pipeline
-  return tf_pipeline.train_iterator(arrays, config, start_step)
+  return tf_pipeline.train_iterator(arrays, config, start_step, jax.process_index(),
+                                    jax.process_count())
 
 
 def _format_eta(seconds: float) -> str:
@@ -82,10 +83,22 @@ def _format_eta(seconds: float) -> str:
 
 
 def validate(jitted: steps.JittedSteps, state: TrainState, val: data_arrays.EvalSet,
-             config: ml_collections.ConfigDict) -> tuple[dict[str, float], np.ndarray]:
-  """Validation summary (ISIC protocol) and the probability maps."""
-  probs = validation.predict_eval_set(lambda x: jitted.predict_probs(state, x), val,
-                                      config.eval.batch_size)
+             config: ml_collections.ConfigDict,
+             mesh: jax.sharding.Mesh) -> tuple[dict[str, float], np.ndarray]:
+  """Validation summary (ISIC protocol) and the probability maps; every process holds all of val."""
+  n = mesh.devices.size
+  batch_size = -(-config.eval.batch_size // n) * n  # a multiple of the device count
+
+  def predict(images: np.ndarray) -> np.ndarray:
+    images = jax.make_array_from_process_local_data(sharding.batch_sharding(mesh), images,
+                                                    images.shape)
+    probs = jitted.predict_probs(state, images)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(probs, tiled=True))
+    return np.asarray(probs)
+
+  probs = validation.predict_eval_set(predict, val, batch_size)
   return validation.score_eval_set(probs, val, config.eval.threshold).summary(), probs
 
 
@@ -93,8 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains SegAN in workdir (resuming from its latest checkpoint) and returns final metrics."""
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if jax.process_index() == 0:
+    _write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
   t0 = time.time()
   train_arrays, val = load_data(config)
@@ -102,11 +115,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if steps_per_epoch == 0:
     raise ValueError(f"The training split has {len(train_arrays)} examples, fewer than "
                      f"config.train.batch_size={config.train.batch_size}.")
+  logging.info("Devices: %d (%d processes), %s.", jax.device_count(), jax.process_count(),
+               jax.devices()[0].platform)
   logging.info("Data: %d training pairs (%d steps per epoch), %d validation images, in %.1fs.",
                len(train_arrays), steps_per_epoch, len(val), time.time() - t0)
 
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.train.batch_size, mesh)
   cfg = build_step_config(config, steps_per_epoch)
-  seg_state, critic_state = create_states(config, cfg)
+  seg_state, critic_state = sharding.replicate(create_states(config, cfg), mesh)
   manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints)
   restored = checkpoints.restore(manager, seg_state, critic_state)
   start_step = 0
@@ -114,8 +131,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     seg_state, critic_state, _, start_step = restored
     logging.info("Resumed from %s at step %d.", manager.directory, start_step)
 
-  jitted = steps.make_jitted_steps(cfg)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  jitted = steps.make_jitted_steps(cfg, mesh)
+  lead = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
 
@@ -125,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last_time, last_step = time.time(), start_step
   summary: dict[str, float] = {}
   for step in range(start_step, num_steps):
-    batch = next(batches)
+    batch = sharding.global_batch(next(batches), mesh)
     seg_state, critic_state, step_metrics = jitted.train_step(seg_state, critic_state, batch)
     pending.append(step_metrics)
     done = step + 1
@@ -142,11 +160,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logging.info("step %d/%d | %.2f steps/s | ETA %s | k=%.3f | %s", done, num_steps, rate,
                    _format_eta((num_steps - done) / rate), means["k"], losses)
     if done % config.train.eval_every == 0 or done == num_steps:
-      summary, probs = validate(jitted, seg_state, val, config)
+      summary, probs = validate(jitted, seg_state, val, config, mesh)
       writer.write_scalars(done, {f"val_{k}": v for k, v in summary.items()})
       logging.info("validation at step %d: jaccard=%.4f dice=%.4f accuracy=%.4f", done,
                    summary["jaccard"], summary["dice"], summary["accuracy"])
-      _write_panels(workdir, writer, done, val, probs, config)
+      if lead:
+        _write_panels(workdir, writer, done, val, probs, config)
     if done % config.train.checkpoint_every == 0 or done == num_steps:
       checkpoints.save(manager, done, seg_state, critic_state,
                        {"val": summary, "steps_per_epoch": steps_per_epoch,
@@ -155,12 +174,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.flush()
 
   if not summary:  # Nothing left to train: score the restored model.
-    summary, probs = validate(jitted, seg_state, val, config)
-    _write_panels(workdir, writer, num_steps, val, probs, config)
+    summary, probs = validate(jitted, seg_state, val, config, mesh)
+    if lead:
+      _write_panels(workdir, writer, num_steps, val, probs, config)
   result = {"step": int(seg_state.step), "val": summary,
             "k": float(cfg.k_schedule(seg_state.step)), "threshold": config.eval.threshold,
             "wall_time_s": time.time() - t0}
-  _write_json(os.path.join(workdir, "metrics.json"), result)
+  if lead:
+    _write_json(os.path.join(workdir, "metrics.json"), result)
   with checkpoints.quiet_orbax():
     manager.close()
   writer.close()
@@ -178,11 +199,16 @@ def _write_panels(workdir: str, writer, step: int, val: data_arrays.EvalSet, pro
   writer.write_images(step, {"val_panels": grid[None]})
 
 
-def _write_json(path: str, payload: dict[str, Any]) -> None:
+def _write_text(path: str, text: str) -> None:
+  """Writes atomically: a reader sees the old file or the new one, never half of one."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
+    f.write(text)
   os.replace(tmp, path)
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+  _write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

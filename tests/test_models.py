@@ -23,16 +23,17 @@ def test_segmentor_output_shape_and_multiclass():
   for n in (1, 3):
     model = Segmentor(width=2, num_classes=n)
     x = jnp.zeros((2, 128, 256, 3))
-    variables = model.init(jax.random.key(0), x, train=False)
-    assert model.apply(variables, x, train=False).shape == (2, 128, 256, n)
+    out = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x, train=False), x,
+                                             train=False))
+    assert out.shape == (2, 128, 256, n)
 
 
 @pytest.mark.parametrize("global_conv", [False, True])
 def test_critic_feature_shapes(global_conv):
   model = Critic(width=2, global_conv=global_conv)
   x = jnp.ones((3, 128, 128, 3))
-  variables = model.init(jax.random.key(0), x, train=False)
-  features = model.apply(variables, x, train=False)
+  features = jax.jit(lambda: model.apply(model.init(jax.random.key(0), x, train=False), x,
+                                         train=False))()
   assert [f.shape for f in features] == [
       (3, 128, 128, 3), (3, 64, 64, 2), (3, 32, 32, 4), (3, 16, 16, 8), (3, 8, 8, 16),
       (3, 4, 4, 16), (3, 2, 2, 16)]
@@ -65,8 +66,8 @@ def test_upsample_matches_jax_image_resize(shape):
 def test_batchnorm_statistics_update_in_training_mode():
   model = Segmentor(width=2)
   x = jax.random.normal(jax.random.key(2), (2, 128, 128, 3))
-  variables = model.init(jax.random.key(0), x, train=False)
-  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = jax.jit(lambda: model.init(jax.random.key(0), x, train=False))()
+  _, updates = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
   before = jax.tree.leaves(variables["batch_stats"])
   after = jax.tree.leaves(updates["batch_stats"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))

@@ -1,5 +1,6 @@
 """SegAN training: alternate a critic step and a segmentor step, validate, log and checkpoint."""
 
+import importlib.util
 import json
 import os
 import time
@@ -10,9 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 
-from segan_jax import checkpoints, panels, schedules, sharding, steps, validation
+from segan_jax import checkpoints, panels, schedules, sharding, steps, summaries, validation
 from segan_jax.config_validation import validate_config
 from segan_jax.data import arrays as data_arrays
 from segan_jax.data import sources
@@ -67,12 +67,22 @@ def load_data(config: ml_collections.ConfigDict
   return train, val
 
 
+def tensorflow_available() -> bool:
+  return importlib.util.find_spec("tensorflow") is not None
+
+
 def train_iterator(config: ml_collections.ConfigDict, arrays: data_arrays.TrainArrays,
                    start_step: int):
   """This process's slices of the global batches from the configured loader, from start_step."""
-  from segan_jax.data import tf_pipeline
-  return tf_pipeline.train_iterator(arrays, config, start_step, jax.process_index(),
-                                    jax.process_count())
+  args = (arrays, config, start_step, jax.process_index(), jax.process_count())
+  if config.data.loader == "tfdata":
+    if tensorflow_available():
+      from segan_jax.data import tf_pipeline
+      return tf_pipeline.train_iterator(*args)
+    logging.warning("TensorFlow is not installed: using the numpy input pipeline "
+                    "(config.data.loader='numpy') instead of tf.data.")
+  from segan_jax.data import numpy_pipeline
+  return numpy_pipeline.train_iterator(*args)
 
 
 def _format_eta(seconds: float) -> str:
@@ -133,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   jitted = steps.make_jitted_steps(cfg, mesh)
   lead = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
+  writer = summaries.create_writer(workdir, just_logging=not lead)
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
 

@@ -52,6 +52,8 @@ STEP_EQUIVALENCE = textwrap.dedent("""
 
 TRAIN = textwrap.dedent("""
     import sys, jax
+    from absl import logging
+    logging.set_verbosity("info")
     from segan_jax import train
     from segan_jax.configs import tiny
     config = tiny.get_config()

@@ -1,22 +1,27 @@
 """TensorBoard metric writers: clu's (TensorFlow summaries) where TensorFlow is installed, else a
 writer on tensorboard's own event-file writer, with the same write_* methods."""
 
-import importlib.util
 import io
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from absl import logging
 from PIL import Image
+
+from segan_jax.optional import tensorflow_available
 
 
 def create_writer(workdir: str, just_logging: bool = False):
-  """A metric writer logging to the console and writing TensorBoard events into workdir."""
-  if importlib.util.find_spec("tensorflow") is not None:
+  """A writer of TensorBoard events into workdir (a no-op where just_logging: non-lead processes).
+
+  The console gets the training loop's own progress lines, so the writer does not log values.
+  """
+  if tensorflow_available():
     from clu import metric_writers
-    return metric_writers.create_default_writer(workdir, just_logging=just_logging)
+    if just_logging:
+      return metric_writers.MultiWriter([])
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
   return EventFileWriter(workdir, just_logging=just_logging)
 
 
@@ -38,7 +43,6 @@ class EventFileWriter:
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     from tensorboard.compat.proto import summary_pb2
-    logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.6g}" for k, v in scalars.items()))
     self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
                      for k, v in scalars.items()])
 
@@ -56,7 +60,12 @@ class EventFileWriter:
     self._add(step, values)
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    logging.info("Hyperparameters: %s", dict(hparams))
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2
+    text = "\n".join(f"{k}: {v}" for k, v in sorted(hparams.items()))
+    tensor = tensor_pb2.TensorProto(dtype=7, string_val=[text.encode()])  # DT_STRING
+    meta = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+    self._add(0, [summary_pb2.Summary.Value(tag="hparams", tensor=tensor, metadata=meta)])
 
   def flush(self) -> None:
     if self._writer is not None:

@@ -1,6 +1,5 @@
 """SegAN training: alternate a critic step and a segmentor step, validate, log and checkpoint."""
 
-import importlib.util
 import json
 import os
 import time
@@ -17,6 +16,7 @@ from segan_jax.config_validation import validate_config
 from segan_jax.data import arrays as data_arrays
 from segan_jax.data import sources
 from segan_jax.models import Critic, Segmentor
+from segan_jax.optional import tensorflow_available
 from segan_jax.train_state import TrainState, create_train_state
 
 
@@ -65,10 +65,6 @@ def load_data(config: ml_collections.ConfigDict
                                     config.data.resize_width)
   val = data_arrays.prepare_eval(val_examples, config.data.image_size)
   return train, val
-
-
-def tensorflow_available() -> bool:
-  return importlib.util.find_spec("tensorflow") is not None
 
 
 def train_iterator(config: ml_collections.ConfigDict, arrays: data_arrays.TrainArrays,

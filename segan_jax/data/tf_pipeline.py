@@ -12,6 +12,9 @@ import tensorflow as tf
 
 from segan_jax.data.arrays import IMAGENET_MEAN, IMAGENET_STD, TrainArrays
 
+# tf.data runs on the host: keep TensorFlow off any GPU so it does not take JAX's device memory.
+tf.config.set_visible_devices([], "GPU")
+
 
 def augment(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, size: int,
             data: ml_collections.ConfigDict) -> tuple[tf.Tensor, tf.Tensor]:

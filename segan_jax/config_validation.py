@@ -1,7 +1,10 @@
 """Start-up checks of a config: every invalid value fails early with the field's name."""
 
+import os
+
 import ml_collections
 
+from segan_jax.data.folder import NONBINARY_MASKS, ON_BAD_PAIRS, SIZE_CHECKS
 from segan_jax.losses import FEATURE_REDUCTIONS
 from segan_jax.schedules import LR_SCHEDULES
 
@@ -64,6 +67,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.data.source == "folder":
     _require(bool(config.data.dir), "data.dir", "must name the image/mask folder when "
              "data.source='folder'", config.data.dir)
+    _require(os.path.isdir(config.data.dir), "data.dir", "must be an existing folder of "
+             "image/mask pairs", config.data.dir)
+  for field in ("dir", "manual_dir", "val_ids_file", "mask_suffix"):
+    _require(isinstance(_get(config, f"data.{field}"), str), f"data.{field}", "must be a string",
+             config.data[field])
+  if config.data.source == "tfds" and config.data.manual_dir:
+    _require(os.path.isdir(config.data.manual_dir), "data.manual_dir",
+             "must be an existing folder (the official zips, their folders, or image/mask pairs)",
+             config.data.manual_dir)
+  _choice(config, "data.on_bad_pairs", ON_BAD_PAIRS)
+  _choice(config, "data.size_check", SIZE_CHECKS)
+  _choice(config, "data.nonbinary_masks", NONBINARY_MASKS)
+  _positive_int(config, "data.decode_workers", minimum=0)
   _positive_int(config, "data.train_size")
   _positive_int(config, "data.val_size")
   _number(config, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)

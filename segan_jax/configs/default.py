@@ -19,11 +19,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "synthetic"  # synthetic | folder | tfds
-  config.data.dir = ""  # folder or TFDS data_dir
+  config.data.dir = ""  # folder of image/mask pairs, or TFDS data_dir ("" = TFDS default)
+  config.data.manual_dir = ""  # tfds: folder holding the official zips or any folder of pairs
   config.data.seed = 0  # seed of the synthetic data and of the validation hold-out
   config.data.train_size = 1000  # synthetic examples in the training split
   config.data.val_size = 100  # synthetic examples in the validation split
   config.data.val_fraction = 0.1  # hold-out fraction where a source has no validation split
+  config.data.val_ids_file = ""  # held-out ids: read if the file exists, else written there
+  # Folder reading and bad input (see segan_jax/data/folder.py; also used when building TFDS):
+  config.data.mask_suffix = "_segmentation"  # generic layout: masks/<stem><suffix>.png or <stem>.png
+  config.data.on_bad_pairs = "error"  # error | skip (leave bad pairs out, logged with a count)
+  config.data.size_check = "auto"  # auto | aspect | equal | any: mask size vs image size
+  config.data.nonbinary_masks = "binarize"  # binarize (> 127, as ISIC scoring) | error
+  config.data.decode_workers = 0  # image decoding threads (0: one per CPU core, at most 16)
   config.data.image_size = 128  # training crop and evaluation input side (multiple of 128)
   config.data.resize_height = 135  # images are resized to 180x135 (w x h) before cropping
   config.data.resize_width = 180

@@ -16,10 +16,28 @@ def synthetic_examples(seed: int, start: int, count: int) -> list[Example]:
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[list[Example], list[Example]]:
-  """Returns the (training, validation) examples that config.data selects."""
+  """Returns the (training, validation) examples that config.data selects.
+
+  synthetic: the embedded procedural set. folder: image/mask pairs read in place from
+  config.data.dir (segan_jax/data/folder.py). tfds: the `isic2017` TFDS dataset in data_dir
+  config.data.dir (TFDS's default when empty), built first if needed from config.data.manual_dir
+  or the official URLs (segan_jax/data/isic2017_tfds.py). For folder and tfds the validation split
+  is the official one when present, else a seeded hold-out of config.data.val_fraction of the
+  training ids (config.data.seed; written to / read from config.data.val_ids_file when set); both
+  sources hold out the same ids from the same data. Folder and tfds training examples come
+  already resized to (resize_height, resize_width) and validation images to image_size, so that
+  full-resolution images never all sit in memory; validation masks keep their original size.
+  Bad input raises segan_jax.data.folder.DataError naming the file.
+  """
   data = config.data
   if data.source == "synthetic":
     train = synthetic_examples(data.seed, 0, data.train_size)
     val = synthetic_examples(data.seed, data.train_size, data.val_size)
     return train, val
-  raise NotImplementedError(f"config.data.source={data.source!r} is not available yet.")
+  if data.source == "folder":
+    from segan_jax.data import folder
+    return folder.load_train_val(data)
+  if data.source == "tfds":
+    from segan_jax.data import isic2017_tfds
+    return isic2017_tfds.load_train_val(data)
+  raise NotImplementedError(f"config.data.source={data.source!r} is not available.")

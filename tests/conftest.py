@@ -17,3 +17,17 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 def tiny_config():
   from segan_jax.configs import tiny
   return tiny.get_config()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+  """A tiny trained workdir shared by the evaluation tests (see eval_fixtures.py); read-only."""
+  import eval_fixtures
+  return eval_fixtures.train_tiny_run(str(tmp_path_factory.mktemp("trained")))
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+  """A private copy of the trained run, for tests that write into it (selection.json)."""
+  import shutil
+  return shutil.copytree(trained_run, str(tmp_path / "run"))

@@ -154,7 +154,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     pending.append(step_metrics)
     done = step + 1
     if done % config.train.log_every == 0 or done == num_steps:
-      means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+      host = jax.device_get(pending)
+      # Losses are averaged over the interval; schedules (k, learning rates) are reported as now.
+      means = {k: float(host[-1][k] if k == "k" or k.endswith("_lr") else
+                        np.mean([m[k] for m in host])) for k in host[0]}
       pending = []
       now = time.time()
       rate = (done - last_step) / max(now - last_time, 1e-9)

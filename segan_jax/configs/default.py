@@ -62,17 +62,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule = ml_collections.ConfigDict()
   config.schedule.k_init = 1.0
   config.schedule.k_decay = 0.9
-  config.schedule.k_decay_epochs = 1  # the paper decays every 25 epochs; the demo is only ~6 epochs
+  config.schedule.k_decay_epochs = 1  # the paper decays every 25 epochs; the demo is 12.9 epochs
   config.schedule.k_floor = 0.3
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16
-  config.train.num_steps = 400
+  config.train.num_steps = 800
   config.train.seed = 0
   config.train.critic_clip = 0.05
   config.train.log_every = 20
-  config.train.eval_every = 100
-  config.train.checkpoint_every = 100
+  config.train.eval_every = 200
+  config.train.checkpoint_every = 200
   config.train.keep_checkpoints = 3
 
   config.eval = ml_collections.ConfigDict()

@@ -1,0 +1,129 @@
+"""Issue 7's ablation driver: SegAN's ideas measured on the real ISIC 2017 training pairs.
+
+  # train and score one row (every seed), or all rows; each run is resumable
+  python experiments/ablation.py --data_dir=../shared/data/isic2017 --out=runs/ablation \
+      --rows=segan_paper --seeds=0,1
+  # the ensemble of the segan_paper seeds, then the table
+  python experiments/ablation.py --out=runs/ablation --ensemble=segan_paper --seeds=0,1,2
+  python experiments/ablation.py --out=runs/ablation --table
+
+Protocol (CPU-feasible; every row the same): config default.py on data.source=folder; the
+held-out ids are the seeded 10% hold-out of segan_jax.data.folder (data.seed 0; the ids are
+written to OUT/<run>/val_ids.txt by each run and are identical across runs), never trained on;
+the last checkpoint of each run is scored at the run's final k and threshold 0.4 (nothing is
+selected on the held-out ids), by the ISIC 2017 protocol at each image's original resolution,
+with and without test-time flips. Each run writes OUT/<row>_s<seed>/eval/validation/summary.json.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROWS = {
+    "segan_paper": ("SegAN as in the paper (multi-scale L1, adaptive logistic, clip 0.05)", []),
+    "segan_authors": ("SegAN as in the authors' code (+ Dice, weighted concatenated features)",
+                      ["--config.loss.dice_weight=1.0",
+                       "--config.loss.layer_weights=(1,1,2,2,2,2,4)",
+                       "--config.loss.feature_reduction=concatenated"]),
+    "dice_only": ("Segmentor alone, soft Dice (no critic)",
+                  ["--config.loss.adversarial_weight=0.0", "--config.loss.dice_weight=1.0"]),
+    "bce_only": ("Segmentor alone, binary cross-entropy (no critic)",
+                 ["--config.loss.adversarial_weight=0.0", "--config.loss.bce_weight=1.0"]),
+    "sigmoid": ("SegAN with a plain sigmoid (k fixed at 1)", ["--config.schedule.k_decay=1.0"]),
+    "critic_gc": ("SegAN with global convolutions in the critic",
+                  ["--config.model.critic_global_conv=True"]),
+}
+METRICS = ("jaccard", "dice", "accuracy", "thresholded_jaccard")
+
+
+def run_name(row: str, seed: int) -> str:
+  return f"{row}_s{seed}"
+
+
+def train_and_score(args, row: str, seed: int) -> None:
+  workdir = os.path.join(args.out, run_name(row, seed))
+  common = [f"--config.data.source=folder", f"--config.data.dir={args.data_dir}",
+            f"--config.data.val_ids_file={os.path.join(workdir, 'val_ids.txt')}",
+            f"--config.model.width={args.width}", f"--config.train.num_steps={args.steps}",
+            f"--config.train.batch_size={args.batch_size}", f"--config.train.seed={seed}",
+            f"--config.train.eval_every={args.steps}",
+            f"--config.train.checkpoint_every={max(args.steps // 4, 1)}",
+            f"--config.schedule.k_decay_epochs={args.k_decay_epochs}"]
+  subprocess.run([sys.executable, "-m", "segan_jax.main", f"--workdir={workdir}", *common,
+                  *ROWS[row][1]], check=True)
+  subprocess.run([sys.executable, "-m", "segan_jax.evaluate", f"--workdir={workdir}",
+                  "--split=validation", "--tta", "--nouse_selection", "--threshold=0.4"],
+                 check=True)
+
+
+def score_ensemble(args, row: str, seeds: list[int]) -> None:
+  workdirs = [f"--workdir={os.path.join(args.out, run_name(row, s))}" for s in seeds]
+  subprocess.run([sys.executable, "-m", "segan_jax.evaluate", *workdirs, "--split=validation",
+                  "--tta", "--nouse_selection", "--threshold=0.4",
+                  f"--output={os.path.join(args.out, f'{row}_ensemble', 'eval')}"], check=True)
+
+
+def _variants(path: str) -> dict[str, dict[str, float]]:
+  with open(path) as f:
+    summary = json.load(f)
+  return {name: v["summary"] for name, v in summary["variants"].items()}
+
+
+def table(args) -> str:
+  """Markdown: mean (and min-max over seeds) of each metric, without and with test-time flips."""
+  lines = ["| row | seeds | TTA | Jaccard | Dice | accuracy | thresholded Jaccard |",
+           "|---|---|---|---|---|---|---|"]
+  for row, (title, _) in ROWS.items():
+    runs = sorted(d for d in os.listdir(args.out) if d.startswith(row + "_s"))
+    found = [os.path.join(args.out, d, "eval", "validation", "summary.json") for d in runs]
+    found = [p for p in found if os.path.exists(p)]
+    if not found:
+      continue
+    for variant, tta in (("model", "no"), ("model+tta", "flips")):
+      values = {m: [100 * _variants(p)[variant][m] for p in found] for m in METRICS}
+      cells = [f"{np.mean(v):.1f}" + (f" ({min(v):.1f}-{max(v):.1f})" if len(v) > 1 else "")
+               for v in values.values()]
+      lines.append(f"| {title} | {len(found)} | {tta} | " + " | ".join(cells) + " |")
+    ensemble = os.path.join(args.out, f"{row}_ensemble", "eval", "summary.json")
+    if os.path.exists(ensemble):
+      variants = _variants(ensemble)
+      for variant, tta in (("ensemble", "no"), ("ensemble+tta", "flips")):
+        cells = [f"{100 * variants[variant][m]:.1f}" for m in METRICS]
+        lines.append(f"| {title}: ensemble of the seeds | - | {tta} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data_dir", default="../shared/data/isic2017")
+  parser.add_argument("--out", default="runs/ablation")
+  parser.add_argument("--rows", default="", help=f"comma-separated, from {list(ROWS)}, or 'all'")
+  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--ensemble", default="", help="a row whose seeds to ensemble")
+  parser.add_argument("--table", action="store_true")
+  parser.add_argument("--width", type=int, default=8)
+  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--batch_size", type=int, default=16)
+  parser.add_argument("--k_decay_epochs", type=int, default=1)
+  args = parser.parse_args()
+  seeds = [int(s) for s in args.seeds.split(",") if s]
+  rows = list(ROWS) if args.rows == "all" else [r for r in args.rows.split(",") if r]
+  unknown = [r for r in rows + ([args.ensemble] if args.ensemble else []) if r not in ROWS]
+  if unknown:
+    parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+  args.data_dir = os.path.abspath(args.data_dir)
+  for row in rows:
+    for seed in seeds:
+      train_and_score(args, row, seed)
+  if args.ensemble:
+    score_ensemble(args, args.ensemble, seeds)
+  if args.table:
+    print(table(args))
+
+
+if __name__ == "__main__":
+  main()

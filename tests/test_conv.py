@@ -1,0 +1,182 @@
+"""segan_jax.conv.conv2d: 'cpu' equals lax.conv_general_dilated in value and in both gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from segan_jax import conv as conv_ops
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+# (batch, h, w, cin, cout, kh, kw, strides, padding): the SegAN layer kinds at small sizes,
+# with outputs down to 1x1 and 2x2, odd sizes, rectangular kernels and mixed strides.
+CASES = [
+    (2, 16, 16, 3, 4, 7, 7, (2, 2), ((3, 3), (3, 3))),  # e1 / c1
+    (2, 9, 9, 3, 4, 7, 7, (2, 2), ((3, 3), (3, 3))),  # odd size
+    (2, 8, 8, 4, 5, 5, 5, (2, 2), ((2, 2), (2, 2))),  # e2-e5
+    (2, 4, 4, 4, 5, 5, 5, (2, 2), ((2, 2), (2, 2))),  # e5 at 4x4 -> 2x2
+    (2, 8, 8, 4, 5, 4, 4, (2, 2), ((1, 1), (1, 1))),  # critic 4x4 s2
+    (2, 4, 4, 4, 5, 4, 4, (2, 2), ((1, 1), (1, 1))),  # e6: 4 -> 2
+    (2, 2, 2, 4, 5, 3, 3, (2, 2), ((1, 1), (1, 1))),  # e7: 2 -> 1
+    (2, 4, 4, 4, 5, 3, 3, (2, 2), ((1, 1), (1, 1))),  # c6: 4 -> 2
+    (2, 8, 8, 4, 5, 3, 3, (1, 1), ((1, 1), (1, 1))),  # residual 3x3
+    (2, 2, 2, 4, 5, 3, 3, (1, 1), ((1, 1), (1, 1))),  # d2 at 2x2
+    (2, 1, 1, 4, 5, 3, 3, (1, 1), ((1, 1), (1, 1))),  # 1x1 map
+    (2, 6, 6, 4, 5, 1, 1, (1, 1), ((0, 0), (0, 0))),  # 1x1
+    (2, 1, 1, 4, 5, 1, 1, (1, 1), ((0, 0), (0, 0))),  # e8 / d1 at 1x1
+    (2, 7, 6, 4, 5, 1, 1, (2, 2), ((0, 0), (0, 0))),  # strided 1x1
+    (2, 6, 6, 4, 5, 1, 1, (1, 1), ((1, 0), (0, 1))),  # padded 1x1
+    (2, 8, 8, 4, 5, 7, 1, (1, 1), ((3, 3), (0, 0))),  # global conv kx1 / 1xk
+    (2, 8, 8, 4, 5, 1, 7, (1, 1), ((0, 0), (3, 3))),
+    (2, 12, 12, 3, 4, 11, 1, (1, 1), ((5, 5), (0, 0))),
+    (2, 12, 12, 3, 4, 1, 11, (1, 1), ((0, 0), (5, 5))),
+    (2, 4, 4, 4, 5, 7, 1, (1, 1), ((3, 3), (0, 0))),  # kernel taller than the map
+    (2, 12, 12, 3, 4, 11, 1, (2, 1), ((5, 5), (0, 0))),  # strided global conv (critic)
+    (2, 6, 12, 3, 4, 1, 11, (1, 2), ((0, 0), (5, 5))),
+    (2, 8, 8, 4, 5, 7, 1, (2, 1), ((3, 3), (0, 0))),
+    (2, 2, 4, 4, 5, 1, 7, (1, 2), ((0, 0), (3, 3))),
+    (2, 16, 16, 4, 1, 5, 5, (1, 1), ((2, 2), (2, 2))),  # out_conv: ndf -> 1
+    (2, 7, 5, 3, 4, 3, 2, (2, 3), ((1, 0), (2, 1))),  # asymmetric everything
+]
+
+
+def _reference(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DN)
+
+
+def _inputs(case, dtype=jnp.float32):
+  b, h, w, cin, cout, kh, kw, strides, padding = case
+  rng = np.random.default_rng(sum(case[:7]))  # numpy: no per-shape compiles for random numbers
+  x = rng.standard_normal((b, h, w, cin), np.float32)
+  kernel = rng.standard_normal((kh, kw, cin, cout), np.float32)
+  ho = (h + sum(padding[0]) - kh) // strides[0] + 1
+  wo = (w + sum(padding[1]) - kw) // strides[1] + 1
+  cotangent = rng.standard_normal((b, ho, wo, cout), np.float32)
+  return (jnp.asarray(x, dtype), jnp.asarray(kernel, dtype), jnp.asarray(cotangent, dtype),
+          strides, padding)
+
+
+def _cpu(x, kernel, strides, padding):
+  return conv_ops.conv2d(x, kernel, strides=strides, padding=padding, impl="cpu")
+
+
+def _value_and_grads(conv_fn, x, kernel, cotangent, strides, padding):
+  """One jitted call: the output and the VJP of `cotangent` w.r.t. x and the kernel."""
+  def run(x, kernel, cotangent):
+    y, vjp = jax.vjp(lambda a, k: conv_fn(a, k, strides, padding), x, kernel)
+    return (y, *vjp(cotangent))
+  return jax.jit(run)(x, kernel, cotangent)
+
+
+def _close(actual, expected, scale):
+  np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-5,
+                             atol=1e-5 * scale)
+
+
+def _case_id(case):
+  b, h, w, cin, cout, kh, kw, (sh, sw), _ = case
+  return f"{h}x{w}_{cin}to{cout}_k{kh}x{kw}_s{sh}{sw}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_cpu_matches_xla_value_and_gradients(monkeypatch, case):
+  # The per-tap kernel gradient for every shape (the shape rule would give most of these small
+  # layers XLA's own kernel gradient, which other tests cover).
+  monkeypatch.setattr(conv_ops, "_use_tap_kernel_grad", lambda *_: True)
+  x, kernel, cotangent, strides, padding = _inputs(case)
+  y, dx, dk = _value_and_grads(_cpu, x, kernel, cotangent, strides, padding)
+  y_ref, dx_ref, dk_ref = _value_and_grads(_reference, x, kernel, cotangent, strides, padding)
+  assert y.shape == y_ref.shape and dx.shape == x.shape and dk.shape == kernel.shape
+  scale = np.sqrt(case[5] * case[6] * case[3])  # typical magnitude of one output
+  _close(y, y_ref, scale)
+  _close(dx, dx_ref, scale)
+  # Each kernel-gradient entry sums batch x output pixels products.
+  _close(dk, dk_ref, np.sqrt(cotangent.size / cotangent.shape[-1]) * 2)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[6], CASES[11], CASES[20]],
+                         ids=["7x7s2", "3x3s2_1x1out", "1x1", "11x1s21"])
+def test_bfloat16_dtypes_and_values(case):
+  x, kernel, cotangent, strides, padding = _inputs(case, jnp.bfloat16)
+  y, dx, dk = _value_and_grads(_cpu, x, kernel, cotangent, strides, padding)
+  assert y.dtype == dx.dtype == dk.dtype == jnp.bfloat16
+  f32 = lambda a: a.astype(jnp.float32)
+  y_ref, dx_ref, dk_ref = _value_and_grads(_reference, f32(x), f32(kernel), f32(cotangent),
+                                           strides, padding)
+  for actual, expected in ((y, y_ref), (dx, dx_ref), (dk, dk_ref)):
+    actual, expected = np.asarray(actual, np.float32), np.asarray(expected)
+    tol = 0.02 * np.abs(expected).max() + 1e-6
+    np.testing.assert_allclose(actual, expected, rtol=0.02, atol=tol)
+
+
+@pytest.mark.parametrize("rows, case", [
+    (2 * 2 * 8, (2, 8, 8, 3, 4, 7, 1, (1, 1), ((3, 3), (0, 0)))),  # 4 bands of 2 output rows
+    (2 * 1 * 8, (2, 8, 8, 3, 4, 7, 1, (2, 1), ((3, 3), (0, 0)))),  # bands with a row stride
+    (2 * 2 * 4, (2, 8, 8, 3, 4, 3, 3, (2, 2), ((1, 1), (1, 1)))),
+    (2 * 3 * 5, (2, 7, 5, 3, 4, 3, 3, (1, 1), ((1, 1), (1, 1)))),  # 7 rows: bands of 1
+], ids=["7x1", "7x1s21", "3x3s2", "3x3_7rows"])
+def test_kernel_gradient_row_bands(monkeypatch, rows, case):
+  """The per-tap kernel gradient, looped over bands of output rows, equals XLA's."""
+  monkeypatch.setattr(conv_ops, "_KERNEL_GRAD_CHUNK_ROWS", rows)
+  monkeypatch.setattr(conv_ops, "_use_tap_kernel_grad", lambda *_: True)
+  x, kernel, cotangent, strides, padding = _inputs(case)
+  dk = _value_and_grads(_cpu, x, kernel, cotangent, strides, padding)[2]
+  dk_ref = _value_and_grads(_reference, x, kernel, cotangent, strides, padding)[2]
+  _close(dk, dk_ref, 20.0)
+
+
+def test_impls_and_padding_forms():
+  x, kernel, _, strides, padding = _inputs(CASES[8])
+  expected = _reference(x, kernel, strides, padding)
+  for impl in ("auto", "xla", "cpu"):
+    got = jax.jit(lambda a, k, impl=impl: conv_ops.conv2d(a, k, strides=strides, padding=padding,
+                                                          impl=impl))(x, kernel)
+    _close(got, expected, 10.0)
+  same = conv_ops.conv2d(x, kernel, padding="SAME", impl="cpu")
+  _close(same, expected, 10.0)
+  with pytest.raises(ValueError):
+    conv_ops.conv2d(x, kernel, impl="fast")
+
+
+def test_auto_picks_cpu_path_on_cpu(monkeypatch):
+  assert jax.default_backend() == "cpu"
+  calls = []
+  monkeypatch.setattr(conv_ops, "_cpu_conv", lambda *a: calls.append("cpu") or _reference(*a))
+  x, kernel, _, strides, padding = _inputs(CASES[8])
+  conv_ops.conv2d(x, kernel, strides=strides, padding=padding)
+  assert calls == ["cpu"]
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  conv_ops.conv2d(x, kernel, strides=strides, padding=padding)
+  assert calls == ["cpu"]  # 'auto' -> 'xla' off the CPU
+
+
+@pytest.mark.parametrize("case, per_tap", [
+    ((2, 8, 8, 16, 32, 7, 1, (1, 1), ((3, 3), (0, 0))), True),
+    ((2, 6, 6, 16, 16, 3, 3, (1, 1), ((1, 1), (1, 1))), False),  # XLA's kernel gradient
+], ids=["rule_per_tap", "rule_xla"])
+def test_default_rule(case, per_tap):
+  x, kernel, cotangent, strides, padding = _inputs(case)
+  assert conv_ops._use_tap_kernel_grad(kernel.shape, cotangent.shape) == per_tap
+  got = _value_and_grads(_cpu, x, kernel, cotangent, strides, padding)
+  want = _value_and_grads(_reference, x, kernel, cotangent, strides, padding)
+  for g, w in zip(got, want):
+    _close(g, w, float(np.abs(np.asarray(w)).max()) * 10)
+
+
+def test_gradients_under_jit_of_a_stack():
+  """Two stacked convolutions under one jit: cotangents flow through both custom VJPs."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 3), np.float32))
+  k1 = jnp.asarray(rng.standard_normal((4, 4, 3, 6), np.float32))
+  k2 = jnp.asarray(rng.standard_normal((1, 7, 6, 2), np.float32))
+
+  def net(conv_fn, x, k1, k2):
+    y = jnp.tanh(conv_fn(x, k1, (2, 2), ((1, 1), (1, 1))))
+    return jnp.sum(conv_fn(y, k2, (1, 1), ((0, 0), (3, 3))) ** 2)
+
+  got = jax.jit(jax.grad(lambda *a: net(_cpu, *a), argnums=(0, 1, 2)))(x, k1, k2)
+  want = jax.jit(jax.grad(lambda *a: net(_reference, *a), argnums=(0, 1, 2)))(x, k1, k2)
+  for g, w in zip(got, want):
+    _close(g, w, float(np.abs(np.asarray(w)).max()) * 10)

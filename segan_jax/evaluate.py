@@ -1,0 +1,460 @@
+"""Scores trained runs by the ISIC 2017 Part 1 protocol; selects checkpoint, k and threshold.
+
+  python -m segan_jax.evaluate --workdir=RUN [--workdir=RUN2 ...] [--split=validation] [--tta]
+      [--data_source=folder --data_dir=DIR] [--search] [--output=DIR]
+
+Protocol (segan_jax.metrics): each probability map is resized back to its image's ORIGINAL size,
+binarised at the threshold, and scored per image (accuracy, sensitivity, specificity, Jaccard,
+Dice, thresholded Jaccard); each metric is averaged over images. Mean Jaccard ranks.
+
+Every evaluation reports each variant it can form, so the gain of each idea is visible: each run
+alone, each run with test-time flips (--tta), the ensemble (several --workdir: the mean of the runs'
+probability maps) and the ensemble with flips. The most complete variant is the "primary" one: its
+per-image scores go to per_image.csv and its worst images to worst_cases.png.
+
+--search (validation split only) grid-searches, per run, the checkpoint, the final k and the
+threshold by mean validation Jaccard and stores the choice in RUN/selection.json; evaluate, predict
+and export use it by default afterwards (--nouse_selection ignores it).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from segan_jax import inference, metrics, overlays, validation
+from segan_jax.data import arrays as data_arrays
+
+SPLITS = ("validation", "test", "train", "all")
+DEFAULT_K_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+DEFAULT_THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PAPER_K, PAPER_THRESHOLD = 0.3, 0.4  # tie-breakers of the search (Xue et al. picked these)
+
+
+class EvaluationError(ValueError):
+  """The requested evaluation cannot be done (no masks, search outside validation, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+def apply_data_overrides(config, data_source: str | None = None, data_dir: str | None = None):
+  """A copy of the run's config with config.data.source / config.data.dir replaced where given."""
+  config = config.copy_and_resolve_references()
+  if data_source:
+    config.data.source = data_source
+  if data_dir:
+    config.data.dir = data_dir
+  return config
+
+
+def load_examples(config, split: str, image_size: int) -> list[data_arrays.Example]:
+  """The examples of `split`, masks at the original resolution, as the run's config selects them.
+
+  validation: the run's own validation split (the official one, or the same seeded hold-out as in
+  training): the only split for model selection. test: the data's test split (folder source: a
+  `test/` folder or the official Test_v2 layout). train: the training examples (synthetic) or
+  every pair of the training split (folder; held-out validation ids included). all: every pair of
+  every split with masks (folder): to score a separate folder of held-out pairs.
+  """
+  from segan_jax.data import sources
+  if split not in SPLITS:
+    raise EvaluationError(f"Unknown split {split!r}; choose one of {SPLITS}.")
+  hook = getattr(sources, "load_split", None)  # a per-split loader, where sources has one
+  if hook is not None:
+    return list(hook(config, split))
+  source = config.data.source
+  if split == "validation":
+    return list(sources.load_splits(config)[1])
+  if source == "synthetic":
+    if split == "train":
+      return list(sources.load_splits(config)[0])
+    raise EvaluationError("The synthetic source has only train and validation splits.")
+  if source == "folder":
+    from segan_jax.data import folder
+    options = folder.Options.from_config(config.data)
+    splits = folder.scan(config.data.dir, options)
+    names = sorted(splits) if split == "all" else [split]
+    missing = [n for n in names if n not in splits]
+    if missing:
+      raise EvaluationError(f"{config.data.dir} has no {missing[0]} split (found "
+                            f"{sorted(splits)}); --split=all scores every pair of the folder.")
+    examples = []
+    for name in names:
+      decoded = folder.decode(splits[name], options, (image_size, image_size),
+                              what=f"the {name} split of {config.data.dir}")
+      examples.extend(d.example() for d in decoded if split != "all" or d.mask is not None)
+    return examples
+  raise EvaluationError(
+      f"Only the validation split is available for data.source={source!r} here; for held-out "
+      "pairs in a folder use --data_source=folder --data_dir=DIR --split=all (or test).")
+
+
+def load_eval_set(config, split: str, image_size: int) -> data_arrays.EvalSet:
+  """The split at the network's input size, with original-size masks; errors if any mask lacks."""
+  examples = load_examples(config, split, image_size)
+  if not examples:
+    raise EvaluationError(f"The {split} split of data.source={config.data.source!r} is empty.")
+  missing = [ex.id for ex in examples if ex.mask is None]
+  if missing:
+    raise EvaluationError(
+        f"{len(missing)} of {len(examples)} {split} images have no ground-truth mask (e.g. "
+        f"{missing[0]}); they cannot be scored. Use `python -m segan_jax.predict` for them.")
+  return data_arrays.prepare_eval(examples, image_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring.
+
+def score(probs: np.ndarray, eval_set: data_arrays.EvalSet,
+          threshold: float) -> metrics.ScoreAccumulator:
+  """ISIC scores of label map 0 of (M, S, S, N) probabilities at each image's original size."""
+  return validation.score_eval_set(probs, eval_set, threshold)
+
+
+def jaccard_by_threshold(probs: np.ndarray, eval_set: data_arrays.EvalSet,
+                         thresholds: Sequence[float]) -> np.ndarray:
+  """Mean Jaccard over images for each threshold, by the ISIC protocol, resizing each map once.
+
+  Each map is resized to its mask's original size once (metrics.resize_probability) and counted
+  against every threshold (`prob > t`, compared as metrics.binarize_prediction compares). Same
+  convention as segan_jax.metrics: Jaccard is 1 when prediction and truth are both empty.
+  """
+  totals = np.zeros(len(thresholds), np.float64)
+  for prob, mask in zip(probs, eval_set.masks):
+    truth = metrics.binarize_truth(mask)
+    full = metrics.resize_probability(prob[..., 0], truth.shape)
+    inside = full[truth]
+    positives = inside.size
+    for j, t in enumerate(thresholds):
+      tp = np.count_nonzero(inside > float(t))
+      fp = np.count_nonzero(full > float(t)) - tp
+      union = positives + fp  # tp + fp + fn
+      totals[j] += tp / union if union else 1.0
+  return totals / max(len(eval_set), 1)
+
+
+def _variant_probs(models, logits, tta: str) -> dict[str, dict[str, Any]]:
+  """Every variant the runs and views allow: each run, each run with flips, ensemble (+ flips)."""
+  variants: dict[str, dict[str, Any]] = {}
+  single = len(models) == 1
+  ks = [m.k for m in models]
+  names = ["model"] if single else [f"member_{i}" for i in range(len(models))]
+  modes = [False, True] if tta != "none" else [False]
+  for use_tta in modes:
+    suffix = "+tta" if use_tta else ""
+    pick = (lambda v: v) if use_tta else (lambda v: v[:1])  # view 0 is the identity
+    for name, model, views in zip(names, models, logits):
+      variants[name + suffix] = {
+          "probs": inference.combine([pick(views)], [model.k]), "threshold": model.threshold,
+          "members": [os.path.abspath(model.workdir)], "tta": use_tta}
+    if not single:
+      variants["ensemble" + suffix] = {
+          "probs": inference.combine([pick(v) for v in logits], ks),
+          "threshold": float(np.mean([m.threshold for m in models])),
+          "members": [os.path.abspath(m.workdir) for m in models], "tta": use_tta}
+  return variants
+
+
+# ---------------------------------------------------------------------------------------------
+# Model selection.
+
+def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[float],
+               threshold_grid: Sequence[float], steps: str | Sequence[int] = "all",
+               tta: str = "none", batch_size: int = 16, log=print) -> dict[str, Any]:
+  """Grid search of (checkpoint step, k, threshold) by mean Jaccard on `eval_set` (validation).
+
+  Returns the selection (chosen step, k, threshold and every grid point's Jaccard). Ties go to the
+  later checkpoint, then to the k and threshold closest to the paper's (0.3, 0.4).
+  """
+  if not k_grid or not threshold_grid:
+    raise EvaluationError("The k and threshold grids must not be empty.")
+  if any(not k > 0 for k in k_grid) or any(not 0 <= t < 1 for t in threshold_grid):
+    raise EvaluationError("Grid values must have k > 0 and 0 <= threshold < 1.")
+  available = inference.available_steps(workdir)
+  if steps == "all":
+    chosen_steps = available
+  elif steps == "latest":
+    chosen_steps = available[-1:]
+  else:
+    chosen_steps = [int(s) for s in steps]
+    unknown = sorted(set(chosen_steps) - set(available))
+    if unknown:
+      raise EvaluationError(f"{workdir} has no checkpoints at steps {unknown}; it has {available}.")
+  results = []
+  for step in chosen_steps:
+    model = inference.load_model(workdir, step=step, use_selection=False)
+    logits = inference.Predictor([model], batch_size, tta).logit_views(eval_set.images)
+    for k in k_grid:
+      probs = inference.combine(logits, [k])
+      for t, jac in zip(threshold_grid, jaccard_by_threshold(probs, eval_set, threshold_grid)):
+        results.append({"step": int(step), "k": float(k), "threshold": float(t),
+                        "jaccard": float(jac)})
+    best_here = max(r["jaccard"] for r in results if r["step"] == step)
+    log(f"  {workdir} step {step}: best validation Jaccard {best_here:.4f}")
+  best = min(results, key=lambda r: (-round(r["jaccard"], 12), -r["step"],
+                                     abs(r["k"] - PAPER_K), abs(r["threshold"] - PAPER_THRESHOLD)))
+  return {"step": best["step"], "k": best["k"], "threshold": best["threshold"],
+          "validation_jaccard": best["jaccard"], "tta": tta, "num_images": len(eval_set),
+          "grid": {"steps": [int(s) for s in chosen_steps], "k": [float(k) for k in k_grid],
+                   "threshold": [float(t) for t in threshold_grid]},
+          "results": results,
+          "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+
+def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "none",
+             data_source: str | None = None, data_dir: str | None = None,
+             output: str | None = None, search: bool = False,
+             k_grid: Sequence[float] = DEFAULT_K_GRID,
+             threshold_grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+             search_steps: str | Sequence[int] = "all", step: int | None = None,
+             k: float | None = None, threshold: float | None = None, use_selection: bool = True,
+             batch_size: int = 16, num_worst: int = 6, log=print) -> dict[str, Any]:
+  """Scores runs (one, or several as an ensemble) on a split; writes and returns the summary."""
+  workdirs = list(workdirs)
+  if not workdirs:
+    raise EvaluationError("Give at least one --workdir.")
+  if search and split != "validation":
+    raise EvaluationError("--search selects on validation data only; use --split=validation. "
+                          "Score other splits afterwards with the stored selection.")
+  if search and (step is not None or k is not None or threshold is not None):
+    raise EvaluationError("--search chooses the step, k and threshold; do not also set them.")
+  inference.view_transforms(tta)
+
+  first_config = inference.load_config(workdirs[0])
+  config = apply_data_overrides(first_config, data_source, data_dir)
+  eval_set = load_eval_set(config, split, int(config.data.image_size))
+  log(f"Scoring {len(eval_set)} images of the {split} split of data.source={config.data.source!r}"
+      f"{' (' + config.data.dir + ')' if config.data.dir else ''}.")
+
+  selections = {}
+  if search:
+    for workdir in workdirs:
+      log(f"Searching checkpoint x k x threshold for {workdir} on {len(eval_set)} validation "
+          f"images ({len(k_grid)} k x {len(threshold_grid)} thresholds)...")
+      selection = search_run(workdir, eval_set, k_grid, threshold_grid, search_steps, tta,
+                             batch_size, log)
+      selection["data"] = {"source": config.data.source, "dir": config.data.dir,
+                           "split": split}
+      path = inference.write_selection(workdir, selection)
+      selections[workdir] = {key: selection[key] for key in
+                             ("step", "k", "threshold", "validation_jaccard")}
+      log(f"  chose step {selection['step']}, k={selection['k']:g}, "
+          f"threshold={selection['threshold']:g} (validation Jaccard "
+          f"{selection['validation_jaccard']:.4f}); stored in {path}")
+
+  models = inference.load_models(workdirs, step, k, threshold, use_selection or search)
+  if models[0].image_size != int(config.data.image_size):
+    raise EvaluationError("The runs' data.image_size differs from the first run's config.")
+  predictor = inference.Predictor(models, batch_size, tta)
+  logits = predictor.logit_views(eval_set.images)
+  variants = _variant_probs(models, logits, tta)
+  primary = list(variants)[-1]
+
+  scored = {}
+  for name, variant in variants.items():
+    acc = score(variant["probs"], eval_set, variant["threshold"])
+    scored[name] = acc
+    variant["summary"] = acc.summary()
+
+  output = output or default_output(workdirs, split)
+  os.makedirs(output, exist_ok=True)
+  result = {
+      "split": split,
+      "data": {"source": config.data.source, "dir": config.data.dir,
+               "num_images": len(eval_set)},
+      "protocol": ("ISIC 2017 Part 1: maps resized bilinearly to each image's original size, "
+                   "binarised at the threshold, metrics per image then averaged over images"),
+      # Validation figures are optimistic once anything was chosen on them.
+      "selection_split_warning": split == "validation" and any(
+          "selection.json" in m.sources.values() for m in models),
+      "models": [m.describe() for m in models],
+      "tta": tta,
+      "primary": primary,
+      "variants": {name: {"summary": v["summary"], "threshold": v["threshold"],
+                          "tta": v["tta"], "members": v["members"]}
+                   for name, v in variants.items()},
+      "gains": _gains(variants),
+      "search": selections or None,
+  }
+  _write_json(os.path.join(output, "summary.json"), result)
+  _write_csv(os.path.join(output, "per_image.csv"), scored[primary].rows())
+  if len(variants) > 1:
+    _write_csv(os.path.join(output, "per_image_all_variants.csv"),
+               [{"variant": name, **row} for name, acc in scored.items() for row in acc.rows()])
+  worst = write_worst_cases(os.path.join(output, "worst_cases.png"), eval_set,
+                            variants[primary]["probs"], scored[primary].rows(),
+                            variants[primary]["threshold"], num_worst)
+  result["worst"] = worst
+  result["output"] = os.path.abspath(output)
+  log(format_table(result))
+  worst_text = ", ".join(f"{w['id']} {w['jaccard']:.3f}" for w in worst)
+  log(f"Wrote {output}/summary.json, per_image.csv and worst_cases.png (worst: {worst_text}).")
+  return result
+
+
+def default_output(workdirs: Sequence[str], split: str) -> str:
+  name = split if len(workdirs) == 1 else f"{split}_ensemble_{len(workdirs)}"
+  return os.path.join(workdirs[0], "eval", name)
+
+
+def _gains(variants: dict[str, dict[str, Any]]) -> dict[str, float]:
+  """Jaccard gains of test-time flips and of ensembling, where both sides were scored."""
+  jac = {name: v["summary"]["jaccard"] for name, v in variants.items()}
+  gains = {}
+  members = [n for n in jac if n.startswith("member_") and not n.endswith("+tta")]
+  if "model+tta" in jac:
+    gains["tta_jaccard"] = jac["model+tta"] - jac["model"]
+  if "ensemble" in jac:
+    gains["ensemble_vs_mean_member_jaccard"] = jac["ensemble"] - float(
+        np.mean([jac[m] for m in members]))
+    gains["ensemble_vs_best_member_jaccard"] = jac["ensemble"] - max(jac[m] for m in members)
+  if "ensemble+tta" in jac:
+    gains["tta_on_ensemble_jaccard"] = jac["ensemble+tta"] - jac["ensemble"]
+  return gains
+
+
+def write_worst_cases(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
+                      rows: list[dict], threshold: float, num: int) -> list[dict]:
+  """Overlay panel of the `num` images of lowest Jaccard (ties by id); returns their rows."""
+  if num <= 0 or not rows:
+    return []
+  index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
+  worst = sorted(rows, key=lambda r: (r["jaccard"], r["id"]))[:num]
+  images, truths, maps, captions = [], [], [], []
+  height = 192
+  for row in worst:
+    i = index[row["id"]]
+    h, w = eval_set.original_sizes[i]
+    dh, dw = height, max(1, int(round(w * height / h)))
+    images.append(data_arrays.resize_image(eval_set.images[i], dh, dw))
+    truths.append(data_arrays.resize_mask(eval_set.masks[i], dh, dw) > 127)
+    maps.append(metrics.resize_probability(probs[i, ..., 0], (dh, dw)))
+    captions.append(f"{row['id']}  Jaccard {row['jaccard']:.3f}  Dice {row['dice']:.3f}")
+  overlays.save_png(path, overlays.worst_case_panel(images, truths, maps, threshold, captions,
+                                                    height))
+  return [{"id": r["id"], "jaccard": r["jaccard"], "dice": r["dice"]} for r in worst]
+
+
+def format_table(result: dict[str, Any]) -> str:
+  """A plain-text table: one row per variant, a column per metric (in %)."""
+  cols = [("jaccard", "Jaccard"), ("dice", "Dice"), ("accuracy", "Acc"),
+          ("sensitivity", "Sens"), ("specificity", "Spec"),
+          ("thresholded_jaccard", "Jac>=.65")]
+  name_w = max(12, *(len(n) for n in result["variants"]))
+  lines = [f"ISIC 2017 Part 1 scores (%, at original resolution) on {result['data']['num_images']} "
+           f"images of the {result['split']} split:",
+           f"{'variant':<{name_w}} {'thr':>5} " + " ".join(f"{c[1]:>8}" for c in cols)]
+  for name, v in result["variants"].items():
+    s = v["summary"]
+    mark = " *" if name == result["primary"] else ""
+    lines.append(f"{name:<{name_w}} {v['threshold']:>5.2f} "
+                 + " ".join(f"{100 * s[c[0]]:>8.2f}" for c in cols) + mark)
+  for name, gain in result["gains"].items():
+    lines.append(f"gain {name}: {100 * gain:+.2f} points")
+  if result.get("selection_split_warning"):
+    lines.append("note: k/threshold/checkpoint were selected on this validation split, so these "
+                 "validation figures are optimistic; report a held-out split.")
+  return "\n".join(lines)
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
+  os.replace(tmp, path)
+
+
+def _json_default(value):
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+  if not rows:
+    return
+  fields = list(rows[0])
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: repr(float(v)) if isinstance(v, float) else v for k, v in row.items()})
+  os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+def _define_flags():
+  from absl import flags
+  flags.DEFINE_multi_string("workdir", None, "Training run(s); several form an ensemble.")
+  flags.DEFINE_enum("split", "validation", list(SPLITS), "Split of the run's data to score.")
+  flags.DEFINE_string("data_source", None, "Override config.data.source (synthetic|folder|tfds).")
+  flags.DEFINE_string("data_dir", None, "Override config.data.dir.")
+  flags.DEFINE_bool("tta", False, "Also score with test-time flips (4 views averaged).")
+  flags.DEFINE_bool("search", False, "Grid-search checkpoint, k and threshold on validation "
+                    "Jaccard; store the choice in each RUN/selection.json.")
+  flags.DEFINE_list("k_grid", [str(k) for k in DEFAULT_K_GRID], "k values searched.")
+  flags.DEFINE_list("threshold_grid", [str(t) for t in DEFAULT_THRESHOLD_GRID],
+                    "Thresholds searched.")
+  flags.DEFINE_string("search_steps", "all", "Checkpoints searched: all, latest, or a list.")
+  flags.DEFINE_integer("step", None, "Checkpoint step to score (single run).")
+  flags.DEFINE_float("k", None, "Override k.")
+  flags.DEFINE_float("threshold", None, "Override the threshold.")
+  flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
+  flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
+  flags.DEFINE_integer("num_worst", 6, "Worst images drawn in worst_cases.png.")
+  flags.DEFINE_string("output", None, "Output folder (default RUN/eval/SPLIT[_ensemble_N]).")
+  flags.DEFINE_string("jax_cache_dir", os.path.join(os.path.expanduser("~"), ".cache",
+                                                    "segan_jax", "jax"),
+                      "Persistent XLA compilation cache ('' disables it).")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  from absl import app, flags
+  FLAGS = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  import jax
+  if FLAGS.jax_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  steps = FLAGS.search_steps
+  if steps not in ("all", "latest"):
+    steps = [int(s) for s in steps.split(",") if s]
+  try:
+    evaluate(FLAGS.workdir, split=FLAGS.split, tta="flips" if FLAGS.tta else "none",
+             data_source=FLAGS.data_source, data_dir=FLAGS.data_dir, output=FLAGS.output,
+             search=FLAGS.search, k_grid=[float(k) for k in FLAGS.k_grid],
+             threshold_grid=[float(t) for t in FLAGS.threshold_grid], search_steps=steps,
+             step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,
+             use_selection=FLAGS.use_selection, batch_size=FLAGS.batch_size,
+             num_worst=FLAGS.num_worst)
+  except (EvaluationError, inference.RunError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except ValueError as e:  # bad input data (segan_jax.data.folder.DataError names the file)
+    if type(e).__name__ != "DataError":
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import app
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,329 @@
+"""Segments image files with a trained run (or an ensemble) and writes ISIC-style mask PNGs.
+
+  python -m segan_jax.predict --workdir=RUN --input=DIR_OR_FILE [--input=...] --output=DIR
+      [--tta] [--save_probabilities] [--save_overlays]
+
+For each readable image `<id>.<ext>` (JPEG, PNG and other formats PIL reads; any size; RGB,
+grayscale, palette, RGBA (alpha dropped), 16-bit) it writes, at the image's ORIGINAL size:
+  <id>_segmentation.png   the mask, 0/255 (uint8, one channel): the network-size probability map
+                          resized bilinearly to the original size, then `prob > threshold`, exactly
+                          as segan_jax.evaluate scores it;
+  <id>_probability.png    (--save_probabilities) the probability map as 8-bit gray (p * 255);
+  <id>_overlay.jpg        (--save_overlays) the photo with the lesion contour in magenta.
+Images are read in a thread pool and segmented in padded batches (one compile). An unreadable file
+is reported with its reason and skipped; the others are still written; the failures are listed at
+the end and the exit status is 1 if any file failed. k, threshold and checkpoint come from
+RUN/selection.json where `segan_jax.evaluate --search` stored them, else from the checkpoint.
+EXIF orientation tags are ignored: masks align with the stored pixel grid, as ISIC's masks do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import glob
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segan_jax import inference, metrics, overlays
+from segan_jax.data import arrays as data_arrays
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+  """A file cannot be read as an image."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+  path: str
+  reason: str
+
+
+def image_id(path: str) -> str:
+  """The ISIC id of an image file: its name without the extension."""
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.png", "_overlay.jpg")
+
+
+def find_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[str], list[Failure]]:
+  """Image files named by `inputs` (files, folders or glob patterns) and the inputs not found.
+
+  A folder contributes its files with an image extension (sorted; sub-folders with `recursive`),
+  except masks and this command's own outputs (names ending in _segmentation.png,
+  _probability.png, _overlay.jpg); a file named explicitly is always tried, whatever its name.
+  """
+  files: list[str] = []
+  missing: list[Failure] = []
+  for item in inputs:
+    if os.path.isdir(item):
+      pattern = os.path.join(item, "**", "*") if recursive else os.path.join(item, "*")
+      found = sorted(p for p in glob.glob(pattern, recursive=recursive)
+                     if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)
+                     and not p.lower().endswith(OUTPUT_SUFFIXES))
+      files.extend(found)
+    elif os.path.isfile(item):
+      files.append(item)
+    elif glob.has_magic(item):
+      matched = sorted(p for p in glob.glob(item, recursive=recursive) if os.path.isfile(p))
+      if not matched:
+        missing.append(Failure(item, "the pattern matches no file"))
+      files.extend(matched)
+    else:
+      missing.append(Failure(item, "no such file or folder"))
+  seen, unique = set(), []
+  for f in files:  # the same file named twice is read once
+    key = os.path.abspath(f)
+    if key not in seen:
+      seen.add(key)
+      unique.append(f)
+  return unique, missing
+
+
+def to_rgb8(image: Image.Image) -> np.ndarray:
+  """HxWx3 uint8 RGB of a PIL image of any mode (alpha dropped, 16-bit and float rescaled)."""
+  mode = image.mode
+  if mode == "RGB":
+    return np.asarray(image, np.uint8)
+  if mode.startswith("I;16") or mode in ("I", "F"):
+    arr = np.asarray(image).astype(np.float64)
+    if arr.ndim == 3:
+      arr = arr[..., 0]
+    if mode.startswith("I;16"):
+      arr = arr / 257.0  # 0..65535 -> 0..255
+    elif mode == "F" and arr.size and np.nanmax(arr) <= 1.0:
+      arr = arr * 255.0  # float images in [0, 1]
+    elif arr.size and np.nanmax(arr) > 255:
+      arr = arr * (255.0 / max(65535.0, float(np.nanmax(arr))))  # 16-bit (or wider) integers
+    gray = np.clip(np.nan_to_num(np.round(arr)), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+  if mode == "P" and "transparency" in image.info:
+    image = image.convert("RGBA")
+  return np.asarray(image.convert("RGB"), np.uint8)
+
+
+def read_image(path: str) -> np.ndarray:
+  """Decodes a file fully into HxWx3 uint8 RGB; raises ImageReadError with the reason."""
+  try:
+    with Image.open(path) as image:
+      image.load()  # decode now: truncated or corrupt data fails here, not later
+      rgb = to_rgb8(image)
+  except Image.DecompressionBombError as e:
+    raise ImageReadError(f"too large to decode safely ({e})") from e
+  except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as e:
+    if isinstance(e, Image.UnidentifiedImageError):
+      raise ImageReadError("cannot read it as an image: unknown format, or the file is "
+                           "corrupt") from e
+    raise ImageReadError(f"cannot decode the image, it is corrupt or truncated "
+                         f"({str(e) or type(e).__name__})") from e
+  if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+    raise ImageReadError(f"decoded to an unusable array of shape {rgb.shape}")
+  return rgb
+
+
+def _read(path: str, side: int):
+  """(path, image, image resized to side x side, error): decoding and resizing run in threads."""
+  try:
+    image = read_image(path)
+    return path, image, data_arrays.resize_image(image, side, side), None
+  except ImageReadError as e:
+    return path, None, None, str(e)
+  except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
+    return path, None, None, f"{type(e).__name__}: {e}"
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+  for start in range(0, len(items), size):
+    yield items[start:start + size]
+
+
+def _save_outputs(output: str, image_id_: str, image: np.ndarray, prob: np.ndarray,
+                  threshold: float, save_probabilities: bool, save_overlays: bool,
+                  label_map: int) -> list[str]:
+  h, w = image.shape[:2]
+  suffix = "" if label_map == 0 else f"_class{label_map}"
+  full = metrics.resize_probability(prob, (h, w))
+  mask = metrics.binarize_prediction(full, threshold)
+  written = []
+  path = os.path.join(output, f"{image_id_}_segmentation{suffix}.png")
+  overlays.save_png(path, (mask * 255).astype(np.uint8))
+  written.append(path)
+  if save_probabilities:
+    path = os.path.join(output, f"{image_id_}_probability{suffix}.png")
+    overlays.save_png(path, np.round(full * 255).astype(np.uint8))
+    written.append(path)
+  if save_overlays:
+    path = os.path.join(output, f"{image_id_}_overlay{suffix}.jpg")
+    tmp = path + ".tmp.jpg"
+    Image.fromarray(overlays.prediction_overlay(image, mask)).save(tmp, quality=92)
+    os.replace(tmp, path)
+    written.append(path)
+  return written
+
+
+def _save_all(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray, threshold: float,
+              save_probabilities: bool, save_overlays: bool) -> list[str]:
+  """Writes the outputs of every label map of one image (probs: S x S x N)."""
+  return [p for c in range(probs.shape[-1])
+          for p in _save_outputs(output, image_id_, image, probs[..., c], threshold,
+                                 save_probabilities, save_overlays, c)]
+
+
+def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str], output: str,
+                  batch_size: int = 8, tta: str = "none", save_probabilities: bool = False,
+                  save_overlays: bool = False, recursive: bool = False, progress: bool = True,
+                  workers: int = 4, log=print) -> dict[str, Any]:
+  """Segments every image of `inputs` into `output`; returns the report (predict_summary.json)."""
+  t0 = time.time()
+  files, failures = find_inputs(inputs, recursive)
+  predictor = inference.Predictor(models, batch_size, tta)
+  threshold = predictor.threshold
+  side = predictor.image_size
+  os.makedirs(output, exist_ok=True)
+  written_ids: dict[str, str] = {}
+  num_written = 0
+
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr)
+    log = lambda message: bar.write(message, file=sys.stderr)
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending_writes = []
+    chunks = list(_chunks(files, batch_size))
+    submit_reads = lambda i: ([pool.submit(_read, p, side) for p in chunks[i]]
+                              if i < len(chunks) else [])
+    next_reads = submit_reads(0)
+    for i, chunk in enumerate(chunks):
+      reads, next_reads = next_reads, submit_reads(i + 1)  # decode the next batch meanwhile
+      good = []
+      for path, image, small, error in (r.result() for r in reads):
+        if error is not None:
+          failures.append(Failure(path, error))
+          log(f"skipping {path}: {error}")
+          continue
+        iid = image_id(path)
+        if iid in written_ids:
+          reason = f"same id {iid!r} as {written_ids[iid]}; its outputs would be overwritten"
+          failures.append(Failure(path, reason))
+          log(f"skipping {path}: {reason}")
+          continue
+        written_ids[iid] = path
+        good.append((path, iid, image, small))
+      if good:
+        probs = predictor.probabilities(np.stack([g[3] for g in good]))
+        for (path, iid, image, _), prob in zip(good, probs):
+          pending_writes.append((path, pool.submit(_save_all, output, iid, image, prob, threshold,
+                                                   save_probabilities, save_overlays)))
+      done, pending_writes = _collect(pending_writes, failures, wait_all=False)
+      num_written += done
+      if len(pending_writes) > 2 * batch_size:  # bound the full-size images held in memory
+        done, _ = _collect(pending_writes, failures, wait_all=True)
+        num_written, pending_writes = num_written + done, []
+      if bar is not None:
+        bar.update(len(chunk))
+    done, _ = _collect(pending_writes, failures, wait_all=True)
+    num_written += done
+  if bar is not None:
+    bar.close()
+
+  report = {
+      "models": [m.describe() for m in models], "tta": tta, "threshold": threshold,
+      "inputs": list(inputs), "output": os.path.abspath(output),
+      "num_files": len(files), "num_segmented": num_written,
+      "failures": [dataclasses.asdict(f) for f in failures],
+      "wall_time_s": time.time() - t0,
+  }
+  with open(os.path.join(output, "predict_summary.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  return report
+
+
+def _collect(futures, failures: list[Failure], wait_all: bool):
+  """Counts finished writes (recording write errors); returns (count, still pending)."""
+  done_count, still = 0, []
+  for path, fut in futures:
+    if wait_all or fut.done():
+      try:
+        fut.result()
+        done_count += 1
+      except Exception as e:  # noqa: BLE001 - a disk error on one file must not stop the others
+        failures.append(Failure(path, f"cannot write its outputs: {type(e).__name__}: {e}"))
+    else:
+      still.append((path, fut))
+  return done_count, still
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+def _define_flags():
+  from absl import flags
+  flags.DEFINE_multi_string("workdir", None, "Training run(s); several form an ensemble.")
+  flags.DEFINE_multi_string("input", None, "Image file, folder or glob pattern (repeatable).")
+  flags.DEFINE_string("output", None, "Folder for the masks (created).")
+  flags.DEFINE_bool("tta", False, "Average the maps of the 4 flipped views.")
+  flags.DEFINE_bool("save_probabilities", False, "Also write <id>_probability.png (8-bit).")
+  flags.DEFINE_bool("save_overlays", False, "Also write <id>_overlay.jpg (contour on the photo).")
+  flags.DEFINE_bool("recursive", False, "Search input folders recursively.")
+  flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (single run; default: selection or latest).")
+  flags.DEFINE_float("k", None, "Override k.")
+  flags.DEFINE_float("threshold", None, "Override the threshold.")
+  flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
+  flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_string("jax_cache_dir", os.path.join(os.path.expanduser("~"), ".cache",
+                                                    "segan_jax", "jax"),
+                      "Persistent XLA compilation cache ('' disables it).")
+  flags.mark_flags_as_required(["workdir", "input", "output"])
+
+
+def main(argv):
+  from absl import app, flags
+  FLAGS = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  import jax
+  if FLAGS.jax_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  try:
+    models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
+                                   FLAGS.use_selection)
+  except inference.RunError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  for m in models:
+    print(f"model {m.workdir}: step {m.step} ({m.sources['step']}), k={m.k:g} "
+          f"({m.sources['k']}), threshold={m.threshold:g} ({m.sources['threshold']})")
+  log = lambda message: print(message, file=sys.stderr)
+  report = predict_files(models, FLAGS.input, FLAGS.output, FLAGS.batch_size,
+                         "flips" if FLAGS.tta else "none", FLAGS.save_probabilities,
+                         FLAGS.save_overlays, FLAGS.recursive, FLAGS.progress, log=log)
+  print(f"Segmented {report['num_segmented']} of {report['num_files']} images into "
+        f"{report['output']} in {report['wall_time_s']:.1f}s.")
+  if report["failures"]:
+    print(f"{len(report['failures'])} input(s) failed:", file=sys.stderr)
+    for failure in report["failures"]:
+      print(f"  {failure['path']}: {failure['reason']}", file=sys.stderr)
+    sys.exit(1)
+  if not report["num_files"]:
+    print("error: no image files found in --input.", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import app
+  _define_flags()
+  app.run(main)

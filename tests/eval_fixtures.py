@@ -1,0 +1,25 @@
+"""One tiny trained run shared (session scope) by the evaluation, inference, predict and export tests.
+
+The run uses the shapes of test_main's first run (tiny config, batch 4, 16 training pairs,
+4 steps), so with the persistent XLA cache of conftest.py its compiles are shared with that test.
+Checkpoints at steps 2 and 4; 5 validation images (one padded batch) of non-128 original sizes.
+"""
+
+import os
+
+BATCH = 4  # every inference call in these tests uses this batch size: one compile per function
+
+
+def train_tiny_run(root: str) -> str:
+  """Trains the tiny run into root/run and returns the workdir."""
+  from segan_jax import train
+  from segan_jax.configs import tiny
+
+  config = tiny.get_config()
+  config.train.num_steps = 4
+  config.train.checkpoint_every = 2
+  config.train.eval_every = 2
+  config.data.val_size = 5
+  workdir = os.path.join(root, "run")
+  train.train_and_evaluate(config, workdir)
+  return workdir

@@ -1,0 +1,160 @@
+"""Evaluation by the ISIC protocol: files, consistency with segan_jax.metrics, search, ensembles."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from eval_fixtures import BATCH
+
+from segan_jax import evaluate, inference, metrics
+
+
+def _read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def single(trained_run, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("eval_single"))
+  return evaluate.evaluate([trained_run], output=out, batch_size=BATCH, log=lambda *_: None)
+
+
+def test_outputs_match_metrics_module_at_original_resolution(trained_run, single):
+  out = single["output"]
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert summary["primary"] == "model" and list(summary["variants"]) == ["model"]
+  rows = _read_csv(os.path.join(out, "per_image.csv"))
+  assert list(rows[0]) == ["id", *metrics.METRIC_NAMES] and len(rows) == 5
+  assert os.path.exists(os.path.join(out, "worst_cases.png"))
+
+  # Recompute every row independently: network-size map -> metrics.score_prediction at the
+  # mask's original size.
+  model = inference.load_model(trained_run)
+  eval_set = evaluate.load_eval_set(model.config, "validation", model.image_size)
+  sizes = {m.shape for m in eval_set.masks}
+  assert any(s != (128, 128) for s in sizes)  # the originals are not the network size
+  probs = inference.Predictor([model], BATCH).probabilities(eval_set.images)
+  expected = [dict(id=i, **metrics.score_prediction(p[..., 0], m, model.threshold))
+              for i, p, m in zip(eval_set.ids, probs, eval_set.masks)]
+  for row, exp in zip(rows, expected):
+    assert row["id"] == exp["id"]
+    for name in metrics.METRIC_NAMES:
+      assert float(row[name]) == pytest.approx(exp[name], abs=1e-12)
+  expected_summary = metrics.summarize([{k: v for k, v in e.items() if k != "id"}
+                                        for e in expected])
+  for name, value in expected_summary.items():
+    assert summary["variants"]["model"]["summary"][name] == pytest.approx(value, abs=1e-12)
+
+
+def test_single_model_score_equals_training_validation(trained_run, single):
+  trained = json.load(open(os.path.join(trained_run, "metrics.json")))["val"]
+  scored = single["variants"]["model"]["summary"]
+  for name in metrics.METRIC_NAMES:
+    assert scored[name] == pytest.approx(trained[name], abs=1e-6)
+
+
+def test_fast_threshold_grid_matches_the_metrics_module(trained_run):
+  model = inference.load_model(trained_run)
+  eval_set = evaluate.load_eval_set(model.config, "validation", model.image_size)
+  probs = inference.Predictor([model], BATCH).probabilities(eval_set.images)
+  thresholds = (0.9, 0.2, 0.4, 0.5)
+  fast = evaluate.jaccard_by_threshold(probs, eval_set, thresholds)
+  for t, value in zip(thresholds, fast):
+    assert value == pytest.approx(evaluate.score(probs, eval_set, t).summary()["jaccard"],
+                                  abs=1e-12)
+  # Edge cases: everything below every threshold (empty prediction) and ISIC's both-empty = 1.
+  empty = evaluate.jaccard_by_threshold(np.zeros_like(probs), eval_set, (0.5,))
+  assert empty[0] == pytest.approx(evaluate.score(np.zeros_like(probs), eval_set, 0.5)
+                                   .summary()["jaccard"])
+  blank = eval_set.__class__(ids=["a"], images=eval_set.images[:1],
+                             masks=[np.zeros((37, 53), np.uint8)], original_sizes=[(37, 53)])
+  assert evaluate.jaccard_by_threshold(np.zeros((1, 128, 128, 1), np.float32), blank,
+                                       (0.5,))[0] == 1.0
+
+
+def test_search_picks_grid_values_persists_them_and_they_are_used(run_copy):
+  result = evaluate.evaluate([run_copy], search=True, k_grid=(0.3, 0.9),
+                             threshold_grid=(0.3, 0.4, 0.5), batch_size=BATCH,
+                             log=lambda *_: None)
+  selection = json.load(open(os.path.join(run_copy, "selection.json")))
+  assert selection["step"] in (2, 4) and selection["k"] in (0.3, 0.9)
+  assert selection["threshold"] in (0.3, 0.4, 0.5)
+  assert len(selection["results"]) == 2 * 2 * 3
+  assert selection["validation_jaccard"] == max(r["jaccard"] for r in selection["results"])
+  assert selection["data"]["split"] == "validation"
+  # Evaluate used the selection, and its full-protocol Jaccard equals the search's.
+  (described,) = result["models"]
+  assert (described["step"], described["k"], described["threshold"]) == (
+      selection["step"], selection["k"], selection["threshold"])
+  assert result["variants"]["model"]["summary"]["jaccard"] == pytest.approx(
+      selection["validation_jaccard"], abs=1e-9)
+  assert result["selection_split_warning"]
+  # Later runs use it by default.
+  model = inference.load_model(run_copy)
+  assert model.sources == {"step": "selection.json", "k": "selection.json",
+                           "threshold": "selection.json"}
+
+
+def test_search_refuses_other_splits(trained_run):
+  with pytest.raises(evaluate.EvaluationError, match="validation data only"):
+    evaluate.evaluate([trained_run], split="train", search=True)
+
+
+def test_ensemble_and_tta_are_reported_separately(trained_run, tmp_path):
+  result = evaluate.evaluate([trained_run, trained_run], tta="flips", output=str(tmp_path),
+                             batch_size=BATCH, log=lambda *_: None)
+  variants = result["variants"]
+  assert list(variants) == ["member_0", "member_1", "ensemble", "member_0+tta", "member_1+tta",
+                            "ensemble+tta"]
+  assert result["primary"] == "ensemble+tta"
+  assert variants["ensemble"]["summary"] == variants["member_0"]["summary"]
+  assert variants["ensemble+tta"]["summary"] == variants["member_0+tta"]["summary"]
+  assert result["gains"]["ensemble_vs_mean_member_jaccard"] == 0.0
+  assert result["gains"]["tta_on_ensemble_jaccard"] == pytest.approx(
+      variants["ensemble+tta"]["summary"]["jaccard"] - variants["ensemble"]["summary"]["jaccard"])
+  rows = _read_csv(tmp_path / "per_image_all_variants.csv")
+  assert len(rows) == 6 * 5 and rows[0]["variant"] == "member_0"
+  table = evaluate.format_table(result)
+  assert "ensemble+tta" in table and "gain tta_on_ensemble_jaccard" in table
+
+
+def test_cli_prints_table_and_writes_files(trained_run, tmp_path):
+  out = tmp_path / "cli"
+  cmd = [sys.executable, "-m", "segan_jax.evaluate", f"--workdir={trained_run}", f"--output={out}",
+         f"--batch_size={BATCH}", "--num_worst=2",
+         f"--jax_cache_dir={jax.config.jax_compilation_cache_dir or ''}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Jaccard" in proc.stdout and "model" in proc.stdout
+  assert {"summary.json", "per_image.csv", "worst_cases.png"} <= set(os.listdir(out))
+  bad = subprocess.run(cmd[:4] + ["--split=test", "--search"], capture_output=True, text=True,
+                       timeout=600)
+  assert bad.returncode == 2 and "validation data only" in bad.stderr
+
+
+def test_folder_of_held_out_pairs_is_scored_at_original_size(trained_run, tmp_path):
+  pytest.importorskip("segan_jax.data.folder")
+  rng = np.random.default_rng(7)
+  sizes = {"p1": (90, 120), "p2": (61, 47)}
+  for name, (h, w) in sizes.items():
+    for sub, array in (("images", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+                       ("masks", np.where(rng.random((h, w)) > 0.5, 255, 0).astype(np.uint8))):
+      os.makedirs(tmp_path / "data" / sub, exist_ok=True)
+      suffix = "_segmentation.png" if sub == "masks" else ".png"
+      from PIL import Image
+      Image.fromarray(array).save(tmp_path / "data" / sub / f"{name}{suffix}")
+  result = evaluate.evaluate([trained_run], split="all", data_source="folder",
+                             data_dir=str(tmp_path / "data"), output=str(tmp_path / "out"),
+                             batch_size=BATCH, log=lambda *_: None)
+  assert result["data"]["num_images"] == 2 and result["data"]["source"] == "folder"
+  rows = _read_csv(tmp_path / "out" / "per_image.csv")
+  assert sorted(r["id"] for r in rows) == ["p1", "p2"]
+  with pytest.raises(evaluate.EvaluationError, match="no test split"):
+    evaluate.evaluate([trained_run], split="test", data_source="folder",
+                      data_dir=str(tmp_path / "data"), log=lambda *_: None)

@@ -1,0 +1,150 @@
+"""predict: original-size masks with ISIC names, any image mode, bad files reported, selection."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from eval_fixtures import BATCH
+from PIL import Image
+
+from segan_jax import inference, metrics, overlays, predict
+from segan_jax.data.arrays import resize_image
+
+
+def _make_inputs(folder):
+  """Readable images of several sizes and modes, a corrupt and a truncated one, and a text file."""
+  rng = np.random.default_rng(0)
+  os.makedirs(folder, exist_ok=True)
+  sizes = {}
+
+  def save(name, array, **kwargs):
+    Image.fromarray(array, **kwargs).save(os.path.join(folder, name))
+    sizes[os.path.splitext(name)[0]] = array.shape[:2]
+
+  save("ISIC_0000001.jpg", rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+  save("gray.png", rng.integers(0, 256, (77, 130), dtype=np.uint8))
+  save("rgba.png", rng.integers(0, 256, (200, 150, 4), dtype=np.uint8))
+  save("deep16.png", rng.integers(0, 65536, (90, 61), dtype=np.uint16))
+  save("tiny.png", rng.integers(0, 256, (5, 7, 3), dtype=np.uint8))
+  with open(os.path.join(folder, "corrupt.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 4)
+  good = open(os.path.join(folder, "ISIC_0000001.jpg"), "rb").read()
+  with open(os.path.join(folder, "truncated.jpg"), "wb") as f:
+    f.write(good[:len(good) // 3])
+  with open(os.path.join(folder, "notes.txt"), "w") as f:
+    f.write("not an image; ignored because of its extension")
+  return sizes
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "I;16", "I", "F", "1", "CMYK"])
+def test_to_rgb8_handles_every_mode(mode):
+  base = Image.fromarray(np.arange(0, 240, 2, dtype=np.uint8).reshape(10, 12))
+  if mode == "I;16":
+    image = Image.fromarray((np.asarray(base).astype(np.uint16) * 257))
+    assert image.mode.startswith("I;16")
+  elif mode == "F":
+    image = Image.fromarray(np.asarray(base).astype(np.float32) / 255.0)
+  else:
+    image = base.convert(mode)
+  rgb = predict.to_rgb8(image)
+  assert rgb.shape == (10, 12, 3) and rgb.dtype == np.uint8
+  if mode in ("L", "LA", "I;16", "I", "F", "P", "RGBA"):  # the gray levels survive
+    np.testing.assert_allclose(rgb[..., 0].astype(int), np.asarray(base).astype(int), atol=1)
+
+
+def test_read_image_reports_corrupt_files(tmp_path):
+  _make_inputs(tmp_path)
+  with pytest.raises(predict.ImageReadError, match="corrupt"):
+    predict.read_image(str(tmp_path / "corrupt.jpg"))
+  (tmp_path / "text.png").write_text("hello")
+  with pytest.raises(predict.ImageReadError, match="cannot read it as an image"):
+    predict.read_image(str(tmp_path / "text.png"))
+  with pytest.raises(predict.ImageReadError, match="truncated"):
+    predict.read_image(str(tmp_path / "truncated.jpg"))
+  assert predict.read_image(str(tmp_path / "deep16.png")).shape == (90, 61, 3)
+
+
+def test_predict_writes_original_size_masks_and_reports_failures(trained_run, tmp_path):
+  sizes = _make_inputs(tmp_path / "in")
+  out = tmp_path / "out"
+  model = inference.load_model(trained_run)
+  report = predict.predict_files([model], [str(tmp_path / "in"), str(tmp_path / "missing.png")],
+                                 str(out), batch_size=BATCH, save_probabilities=True,
+                                 save_overlays=True, progress=False, log=lambda *_: None)
+  assert report["num_files"] == 7 and report["num_segmented"] == 5
+  failed = {os.path.basename(f["path"]): f["reason"] for f in report["failures"]}
+  assert set(failed) == {"corrupt.jpg", "truncated.jpg", "missing.png"}
+  assert "no such file" in failed["missing.png"]
+  for iid, (h, w) in sizes.items():
+    mask = Image.open(out / f"{iid}_segmentation.png")
+    assert mask.mode == "L" and mask.size == (w, h)
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert Image.open(out / f"{iid}_probability.png").size == (w, h)
+    assert Image.open(out / f"{iid}_overlay.jpg").size == (w, h)
+  assert not any(name.startswith(("corrupt", "truncated", "notes")) for name in os.listdir(out))
+  assert json.load(open(out / "predict_summary.json"))["num_segmented"] == 5
+
+  # The mask is the evaluation protocol's binarisation of the resized map.
+  image = predict.read_image(str(tmp_path / "in" / "ISIC_0000001.jpg"))
+  prob = inference.Predictor([model], BATCH).probabilities(resize_image(image, 128, 128)[None])
+  expected = metrics.resize_probability(prob[0, ..., 0], image.shape[:2]) > model.threshold
+  got = np.asarray(Image.open(out / "ISIC_0000001_segmentation.png")) == 255
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_duplicate_ids_are_not_overwritten(trained_run, tmp_path):
+  rng = np.random.default_rng(3)
+  for ext in ("jpg", "png"):
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"a.{ext}")
+  report = predict.predict_files([inference.load_model(trained_run)], [str(tmp_path)],
+                                 str(tmp_path / "out"), batch_size=BATCH, progress=False,
+                                 log=lambda *_: None)
+  assert report["num_segmented"] == 1
+  (failure,) = report["failures"]
+  assert failure["path"].endswith("a.png") and "same id" in failure["reason"]
+
+
+def test_predict_uses_the_stored_selection(run_copy, tmp_path):
+  Image.fromarray(np.random.default_rng(5).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(
+      tmp_path / "x.png")
+  inference.write_selection(run_copy, {"step": 2, "k": 0.5, "threshold": 0.45})
+  (model,) = inference.load_models([run_copy])
+  report = predict.predict_files([model], [str(tmp_path / "x.png")], str(tmp_path / "out"),
+                                 batch_size=BATCH, save_probabilities=True, progress=False)
+  (described,) = report["models"]
+  assert (described["step"], described["k"], report["threshold"]) == (2, 0.5, 0.45)
+  explicit = inference.load_model(run_copy, step=2, k=0.5, threshold=0.45, use_selection=False)
+  image = predict.read_image(str(tmp_path / "x.png"))
+  prob = inference.Predictor([explicit], BATCH).probabilities(resize_image(image, 128, 128)[None])
+  full = metrics.resize_probability(prob[0, ..., 0], (60, 80))
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "x_segmentation.png")),
+                                np.where(full > 0.45, 255, 0).astype(np.uint8))
+
+
+def test_cli_exits_nonzero_listing_failures_but_writes_the_rest(trained_run, tmp_path):
+  sizes = _make_inputs(tmp_path / "in")
+  out = tmp_path / "out"
+  cmd = [sys.executable, "-m", "segan_jax.predict", f"--workdir={trained_run}",
+         f"--input={tmp_path / 'in'}", f"--output={out}", f"--batch_size={BATCH}", "--tta",
+         f"--jax_cache_dir={jax.config.jax_compilation_cache_dir or ''}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "2 input(s) failed" in proc.stderr and "corrupt.jpg" in proc.stderr
+  assert "truncated.jpg" in proc.stderr and "Segmented 5 of 7 images" in proc.stdout
+  assert sorted(os.listdir(out)) == sorted([f"{i}_segmentation.png" for i in sizes]
+                                           + ["predict_summary.json"])
+
+
+def test_contours_and_overlay():
+  mask = np.zeros((9, 9), bool)
+  mask[2:7, 2:7] = True
+  edge = overlays.contour(mask)
+  assert edge.sum() == 16 and not edge[3:6, 3:6].any() and (edge <= mask).all()
+  assert overlays.contour(mask, thickness=2).sum() == 24
+  image = np.zeros((9, 9, 3), np.uint8)
+  drawn = overlays.prediction_overlay(image, mask, thickness=1)
+  assert (drawn[edge] == overlays.PREDICTION_COLOR).all() and not drawn[~edge].any()

@@ -7,5 +7,5 @@ __version__ = "0.1.0"
 # The TFDS dataset `isic2017` is registered here only when tensorflow_datasets is already loaded,
 # so that `import segan_jax` never imports TensorFlow. Otherwise register it explicitly with
 # `import segan_jax.data.isic2017_tfds`.
-if "tensorflow_datasets" in sys.modules:
+if sys.modules.get("tensorflow_datasets") is not None:
   from segan_jax.data import isic2017_tfds  # noqa: F401,E402

@@ -11,6 +11,9 @@ _CACHE = os.environ.get("SEGAN_TEST_JAX_CACHE",
                         os.path.join(os.path.expanduser("~"), ".cache", "segan_jax", "jax_tests"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Subprocesses started by tests (python -m segan_jax.main, multi-device runs) share the cache.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 
 @pytest.fixture

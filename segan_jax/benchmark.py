@@ -43,6 +43,8 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
+from segan_jax import compilation_cache
+
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
 config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config file (training settings).",
@@ -481,9 +483,7 @@ def main(argv):
   if FLAGS.torch and FLAGS.omp_wait_policy != "default":
     os.environ.setdefault("OMP_WAIT_POLICY", FLAGS.omp_wait_policy.upper())
   import jax
-  if FLAGS.jax_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  compilation_cache.enable(FLAGS.jax_cache_dir, 0.5)
   from segan_jax.config_validation import ConfigError
   config = apply_overrides(FLAGS.config, FLAGS.width, FLAGS.batch_size, FLAGS.dtype,
                            FLAGS.conv_impl)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from segan_jax import inference, metrics, overlays, validation
+from segan_jax import compilation_cache, inference, metrics, overlays, validation
 from segan_jax.data import arrays as data_arrays
 
 SPLITS = ("validation", "test", "train", "all")
@@ -417,8 +417,7 @@ def _define_flags():
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_integer("num_worst", 6, "Worst images drawn in worst_cases.png.")
   flags.DEFINE_string("output", None, "Output folder (default RUN/eval/SPLIT[_ensemble_N]).")
-  flags.DEFINE_string("jax_cache_dir", os.path.join(os.path.expanduser("~"), ".cache",
-                                                    "segan_jax", "jax"),
+  flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
   flags.mark_flags_as_required(["workdir"])
 
@@ -429,9 +428,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   import jax
-  if FLAGS.jax_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   steps = FLAGS.search_steps
   if steps not in ("all", "latest"):
     steps = [int(s) for s in steps.split(",") if s]

@@ -7,11 +7,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (tf.data only) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from segan_jax import compilation_cache  # noqa: E402
+
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and panels.")
-flags.DEFINE_string("jax_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "segan_jax",
-                                                  "jax"),
+flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                     "Persistent XLA compilation cache ('' disables it).")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host runs, e.g. TPU pod slices).")
@@ -29,9 +30,7 @@ def main(argv):
 
   if FLAGS.distributed:
     jax.distributed.initialize()
-  if FLAGS.jax_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   try:
     validate_config(FLAGS.config)
   except ConfigError as e:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segan_jax import inference, metrics, overlays
+from segan_jax import compilation_cache, inference, metrics, overlays
 from segan_jax.data import arrays as data_arrays
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -282,8 +282,7 @@ def _define_flags():
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
-  flags.DEFINE_string("jax_cache_dir", os.path.join(os.path.expanduser("~"), ".cache",
-                                                    "segan_jax", "jax"),
+  flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
   flags.mark_flags_as_required(["workdir", "input", "output"])
 
@@ -294,9 +293,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   import jax
-  if FLAGS.jax_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   try:
     models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
                                    FLAGS.use_selection)

@@ -124,3 +124,25 @@ def test_non_adversarial_baseline_skips_the_critic(setup):
   seg, critic, metrics = steps.make_jitted_steps(cfg).train_step(seg, critic, _batch())
   assert "adversarial_loss" not in metrics and "critic_loss" not in metrics
   jax.tree.map(np.testing.assert_array_equal, _copy(critic), critic_before)
+
+
+def test_bfloat16_compute_keeps_float32_state(setup):
+  config, _, _, _ = setup
+  config.dtype = "bfloat16"
+  cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, cfg)
+  seg, critic, metrics = steps.make_jitted_steps(cfg).train_step(seg, critic, _batch())
+  for state in (seg, critic):
+    for leaf in jax.tree.leaves((state.params, state.opt_state, state.batch_stats)):
+      if jnp.issubdtype(leaf.dtype, jnp.floating):
+        assert leaf.dtype == jnp.float32
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert metrics["adversarial_loss"].dtype == jnp.float32
+  features = cfg.critic.apply({"params": critic.params, "batch_stats": critic.batch_stats},
+                              _batch()["image"], train=False)
+  logits = cfg.segmentor.apply({"params": seg.params, "batch_stats": seg.batch_stats},
+                               _batch()["image"], train=False)
+  assert logits.dtype == jnp.float32 and features[-1].dtype == jnp.float32
+  jaxpr = str(jax.make_jaxpr(lambda x: cfg.segmentor.apply(
+      {"params": seg.params, "batch_stats": seg.batch_stats}, x, train=False))(_batch()["image"]))
+  assert "conv_general_dilated" in jaxpr and "bf16[2,64,64" in jaxpr  # convolutions run in bf16

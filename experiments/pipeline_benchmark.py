@@ -25,20 +25,16 @@ import tensorflow as tf  # noqa: E402
 
 from segan_jax.configs import default  # noqa: E402
 from segan_jax.data import arrays, sources, tf_pipeline  # noqa: E402
+from segan_jax.data.throughput import images_per_second  # noqa: E402
 
 
 def throughput(train: arrays.TrainArrays, config, batches: int, warmup: int) -> float:
   """Images per second drawn from the training iterator, after `warmup` batches."""
-  it = tf_pipeline.train_iterator(train, config)
-  for _ in range(warmup):
-    next(it)
-  start = time.perf_counter()
-  for _ in range(batches):
-    batch = next(it)
-  elapsed = time.perf_counter() - start
+  rate, batch = images_per_second(tf_pipeline.train_iterator(train, config), batches,
+                                 warmup)
   assert batch["image"].shape == (config.train.batch_size, config.data.image_size,
                                   config.data.image_size, 3)
-  return batches * config.train.batch_size / elapsed
+  return rate
 
 
 def measure(name: str, config, args) -> None:

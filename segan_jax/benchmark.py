@@ -194,7 +194,7 @@ def pipeline_throughput(config, batches: int, warmup: int = 2) -> dict[str, Any]
   """Images/s of the configured loader (segan_jax.train.train_iterator) on synthetic data."""
   from segan_jax import train
   from segan_jax.data import arrays as data_arrays
-  from segan_jax.data import sources
+  from segan_jax.data import sources, throughput
   from segan_jax.optional import tensorflow_available
   config = config.copy_and_resolve_references()
   n = max(4 * config.train.batch_size, 32)
@@ -204,17 +204,11 @@ def pipeline_throughput(config, batches: int, warmup: int = 2) -> dict[str, Any]
   if loader == "tfdata" and not tensorflow_available():
     loader = "numpy (tensorflow missing)"
   it = train.train_iterator(config, arrays, 0)
-  for _ in range(warmup):
-    next(it)
-  start = time.perf_counter()
-  for _ in range(batches):
-    batch = next(it)
-  elapsed = time.perf_counter() - start
+  rate, batch = throughput.images_per_second(it, batches, warmup)
   if hasattr(it, "close"):
     it.close()
   del it
-  local = batch["image"].shape[0]
-  return {"loader": loader, "images_per_s": batches * local / elapsed, "batch": local,
+  return {"loader": loader, "images_per_s": rate, "batch": batch["image"].shape[0],
           "batches": batches}
 
 

@@ -50,7 +50,7 @@ def train_and_score(args, row: str, seed: int) -> None:
             f"--config.data.val_ids_file={os.path.join(workdir, 'val_ids.txt')}",
             f"--config.model.width={args.width}", f"--config.train.num_steps={args.steps}",
             f"--config.train.batch_size={args.batch_size}", f"--config.train.seed={seed}",
-            f"--config.train.eval_every={args.steps}",
+            f"--config.train.eval_every={args.eval_every or args.steps}",
             f"--config.train.checkpoint_every={max(args.steps // 4, 1)}",
             f"--config.schedule.k_decay_epochs={args.k_decay_epochs}"]
   subprocess.run([sys.executable, "-m", "segan_jax.main", f"--workdir={workdir}", *common,
@@ -109,6 +109,9 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--k_decay_epochs", type=int, default=1)
+  parser.add_argument("--eval_every", type=int, default=100,
+                      help="steps between validations on the held-out ids (curves only: nothing "
+                           "is selected on them; 0 = once, at the end)")
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(",") if s]
   rows = list(ROWS) if args.rows == "all" else [r for r in args.rows.split(",") if r]

@@ -219,7 +219,8 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
              threshold_grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
              search_steps: str | Sequence[int] = "all", step: int | None = None,
              k: float | None = None, threshold: float | None = None, use_selection: bool = True,
-             batch_size: int = 16, num_worst: int = 6, log=print) -> dict[str, Any]:
+             batch_size: int = 16, num_worst: int = 6, num_examples: int = 8,
+             log=print) -> dict[str, Any]:
   """Scores runs (one, or several as an ensemble) on a split; writes and returns the summary."""
   workdirs = list(workdirs)
   if not workdirs:
@@ -296,10 +297,15 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
                             variants[primary]["probs"], scored[primary].rows(),
                             variants[primary]["threshold"], num_worst)
   result["worst"] = worst
+  examples = write_examples(os.path.join(output, "examples.png"), eval_set,
+                            variants[primary]["probs"], scored[primary].rows(),
+                            variants[primary]["threshold"], num_examples)
+  result["examples"] = examples
   result["output"] = os.path.abspath(output)
   log(format_table(result))
   worst_text = ", ".join(f"{w['id']} {w['jaccard']:.3f}" for w in worst)
-  log(f"Wrote {output}/summary.json, per_image.csv and worst_cases.png (worst: {worst_text}).")
+  log(f"Wrote {output}/summary.json, per_image.csv, worst_cases.png (worst: {worst_text})"
+      f"{' and examples.png' if examples else ''}.")
   return result
 
 
@@ -329,11 +335,34 @@ def write_worst_cases(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarra
   """Overlay panel of the `num` images of lowest Jaccard (ties by id); returns their rows."""
   if num <= 0 or not rows:
     return []
-  index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
   worst = sorted(rows, key=lambda r: (r["jaccard"], r["id"]))[:num]
+  return _write_overlay_panel(path, eval_set, probs, worst, threshold)
+
+
+def spread_by_rank(rows: list[dict], num: int) -> list[dict]:
+  """`num` rows evenly spaced over the ranking by Jaccard, best first: a representative sample."""
+  ranked = sorted(rows, key=lambda r: (-r["jaccard"], r["id"]))
+  if num <= 0 or not ranked:
+    return []
+  picks = np.unique(np.round(np.linspace(0, len(ranked) - 1, min(num, len(ranked)))).astype(int))
+  return [ranked[i] for i in picks]
+
+
+def write_examples(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
+                   rows: list[dict], threshold: float, num: int) -> list[dict]:
+  """Overlay panel of `num` images spread from the best to the worst Jaccard; returns their rows."""
+  return _write_overlay_panel(path, eval_set, probs, spread_by_rank(rows, num), threshold,
+                              columns=2)
+
+
+def _write_overlay_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
+                         chosen: list[dict], threshold: float, columns: int = 1) -> list[dict]:
+  if not chosen:
+    return []
+  index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
   images, truths, maps, captions = [], [], [], []
   height = 192
-  for row in worst:
+  for row in chosen:
     i = index[row["id"]]
     h, w = eval_set.original_sizes[i]
     dh, dw = height, max(1, int(round(w * height / h)))
@@ -342,8 +371,8 @@ def write_worst_cases(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarra
     maps.append(metrics.resize_probability(probs[i, ..., 0], (dh, dw)))
     captions.append(f"{row['id']}  Jaccard {row['jaccard']:.3f}  Dice {row['dice']:.3f}")
   overlays.save_png(path, overlays.worst_case_panel(images, truths, maps, threshold, captions,
-                                                    height))
-  return [{"id": r["id"], "jaccard": r["jaccard"], "dice": r["dice"]} for r in worst]
+                                                    height, columns))
+  return [{"id": r["id"], "jaccard": r["jaccard"], "dice": r["dice"]} for r in chosen]
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -416,6 +445,8 @@ def _define_flags():
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_integer("num_worst", 6, "Worst images drawn in worst_cases.png.")
+  flags.DEFINE_integer("num_examples", 8, "Images drawn in examples.png, spread evenly over the "
+                       "ranking by Jaccard from best to worst (0: no examples.png).")
   flags.DEFINE_string("output", None, "Output folder (default RUN/eval/SPLIT[_ensemble_N]).")
   flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
@@ -439,7 +470,7 @@ def main(argv):
              threshold_grid=[float(t) for t in FLAGS.threshold_grid], search_steps=steps,
              step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,
              use_selection=FLAGS.use_selection, batch_size=FLAGS.batch_size,
-             num_worst=FLAGS.num_worst)
+             num_worst=FLAGS.num_worst, num_examples=FLAGS.num_examples)
   except (EvaluationError, inference.RunError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

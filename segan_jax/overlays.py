@@ -72,11 +72,13 @@ def _fit_height(array: np.ndarray, height: int, resample) -> np.ndarray:
 
 def worst_case_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                      probs: Sequence[np.ndarray], threshold: float,
-                     captions: Sequence[str], height: int = 192) -> np.ndarray:
+                     captions: Sequence[str], height: int = 192,
+                     columns: int = 1) -> np.ndarray:
   """Rows of [photo with truth (green) and prediction (magenta) contours | probability map].
 
   Every input is at the image's original size: images HxWx3 uint8, truths HxW bool, probs HxW
-  float in [0, 1]. Each row is scaled to `height` pixels and captioned (e.g. id and Jaccard).
+  float in [0, 1]. Each row is scaled to `height` pixels and captioned (e.g. id and Jaccard);
+  the rows fill `columns` side-by-side columns, top to bottom then left to right.
   """
   if not images:
     raise ValueError("worst_case_panel needs at least one image")
@@ -96,8 +98,15 @@ def worst_case_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
     ImageDraw.Draw(canvas).text((2, 2), caption, fill=(0, 0, 0))
     rows.append(np.asarray(canvas))
   width = max(r.shape[1] for r in rows)
-  padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-  return np.concatenate(padded, axis=0)
+  padded = [np.pad(r, ((0, 4), (0, width - r.shape[1] + 8), (0, 0)), constant_values=255)
+            for r in rows]
+  per_column = -(-len(padded) // max(int(columns), 1))
+  stacks = [np.concatenate(padded[i:i + per_column], axis=0)
+            for i in range(0, len(padded), per_column)]
+  tallest = max(s.shape[0] for s in stacks)
+  stacks = [np.pad(s, ((0, tallest - s.shape[0]), (0, 0), (0, 0)), constant_values=255)
+            for s in stacks]
+  return np.concatenate(stacks, axis=1)[:, :-8]
 
 
 def save_png(path: str, array: np.ndarray) -> None:

@@ -52,6 +52,22 @@ def test_outputs_match_metrics_module_at_original_resolution(trained_run, single
     assert summary["variants"]["model"]["summary"][name] == pytest.approx(value, abs=1e-12)
 
 
+def test_examples_spread_over_the_ranking_best_first(single):
+  rows = [{"id": f"i{n}", "jaccard": j, "dice": j} for n, j in
+          enumerate([0.5, 0.9, 0.1, 0.7, 0.3, 0.8, 0.2])]
+  picked = evaluate.spread_by_rank(rows, 3)
+  assert [r["jaccard"] for r in picked] == [0.9, 0.5, 0.1]  # best, median, worst
+  assert len(evaluate.spread_by_rank(rows, 20)) == 7 and evaluate.spread_by_rank(rows, 0) == []
+  # The run's examples.png: all 5 validation images (fewer than the default 8), in 2 columns.
+  assert [e["id"] for e in single["examples"]] == [
+      r["id"] for r in sorted(_read_csv(os.path.join(single["output"], "per_image.csv")),
+                              key=lambda r: (-float(r["jaccard"]), r["id"]))]
+  from PIL import Image
+  width, height = Image.open(os.path.join(single["output"], "examples.png")).size
+  worst_width, _ = Image.open(os.path.join(single["output"], "worst_cases.png")).size
+  assert width > 1.5 * worst_width and height > 192
+
+
 def test_single_model_score_equals_training_validation(trained_run, single):
   trained = json.load(open(os.path.join(trained_run, "metrics.json")))["val"]
   scored = single["variants"]["model"]["summary"]
@@ -132,7 +148,8 @@ def test_cli_prints_table_and_writes_files(trained_run, tmp_path):
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Jaccard" in proc.stdout and "model" in proc.stdout
-  assert {"summary.json", "per_image.csv", "worst_cases.png"} <= set(os.listdir(out))
+  assert {"summary.json", "per_image.csv", "worst_cases.png", "examples.png"} <= set(
+      os.listdir(out))
   bad = subprocess.run(cmd[:4] + ["--split=test", "--search"], capture_output=True, text=True,
                        timeout=600)
   assert bad.returncode == 2 and "validation data only" in bad.stderr

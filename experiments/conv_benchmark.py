@@ -17,6 +17,7 @@ Usage (2 CPU cores):
   python experiments/conv_benchmark.py                      # the curated table, ndf 16 and 64
   python experiments/conv_benchmark.py --ndf=16 --repeats=7
   python experiments/conv_benchmark.py --all_layers --ndf=8 --batch=16  # all convs, S and C
+  python experiments/conv_benchmark.py --ndf=16 --variants=cpu,xla,xla-noynn,cpu-noynn
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import numpy as np  # noqa: E402
 
 from segan_jax import conv as conv_ops  # noqa: E402
 
-IMPLS = ("xla", "cpu")
 HEAVY_GFLOP, HEAVY_REPEATS = 20.0, 3  # rows above 20 GFLOP (forward) are timed 3 times at most
 
 
@@ -117,8 +117,18 @@ def gflop(spec: dict, batch: int) -> float:
   return 2 * batch * ho * wo * kh * kw * spec["cin"] * spec["cout"] / 1e9
 
 
-def time_layer(spec: dict, batch: int, dtype: jnp.dtype, repeats: int) -> dict[str, float]:
-  """Median milliseconds of fwd and f+b for each impl, timed interleaved."""
+# XLA's CPU backend hands convolutions and matrix products to YNNPACK by default; an empty value
+# of this (experimental) option clears that list, so XLA's own kernels run them instead.
+WITHOUT_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}
+VARIANTS = {  # name: (conv2d impl, jax.jit compiler_options)
+    "xla": ("xla", None), "cpu": ("cpu", None),
+    "xla-noynn": ("xla", WITHOUT_YNNPACK), "cpu-noynn": ("cpu", WITHOUT_YNNPACK),
+}
+
+
+def time_layer(spec: dict, batch: int, dtype: jnp.dtype, repeats: int,
+               variants: list[str]) -> dict[str, float]:
+  """Median milliseconds of fwd and f+b for each variant, timed interleaved."""
   rng = np.random.default_rng(0)
   h, w = spec["hw"]
   x = jnp.asarray(rng.standard_normal((batch, h, w, spec["cin"]), np.float32), dtype)
@@ -136,46 +146,55 @@ def time_layer(spec: dict, batch: int, dtype: jnp.dtype, repeats: int) -> dict[s
     return run
 
   fns = {}
-  for impl in IMPLS:
-    fns[f"fwd_{impl}"] = (jax.jit(conv(impl)), (x, k))
-    fns[f"fb_{impl}"] = (jax.jit(fwd_bwd(impl)), (x, k, cot))
+  for name in variants:
+    impl, options = VARIANTS[name]
+    fns[f"fwd_{name}"] = (jax.jit(conv(impl), compiler_options=options), (x, k))
+    fns[f"fb_{name}"] = (jax.jit(fwd_bwd(impl), compiler_options=options), (x, k, cot))
   times = {key: [] for key in fns}
   for key, (fn, args) in fns.items():
     jax.block_until_ready(fn(*args))  # compile and warm up
   for r in range(repeats):
-    order = IMPLS if r % 2 == 0 else IMPLS[::-1]  # alternate which impl goes first
+    order = variants if r % 2 == 0 else variants[::-1]  # alternate which variant goes first
     for kind in ("fwd", "fb"):
-      for impl in order:
-        fn, args = fns[f"{kind}_{impl}"]
+      for name in order:
+        fn, args = fns[f"{kind}_{name}"]
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        times[f"{kind}_{impl}"].append((time.perf_counter() - start) * 1e3)
+        times[f"{kind}_{name}"].append((time.perf_counter() - start) * 1e3)
   return {key: statistics.median(v) for key, v in times.items()}
 
 
-def run_table(title: str, specs: list[dict], batch: int, dtype: jnp.dtype, repeats: int) -> None:
+def run_table(title: str, specs: list[dict], batch: int, dtype: jnp.dtype, repeats: int,
+              variants: list[str]) -> None:
+  """One row per layer: ms of each variant, and the first variant's time over each other's."""
   print(f"\n{title}")
-  header = (f"{'layer':<20} {'in HxW':>8} {'cin->cout':>11} {'GFLOP':>7} | {'fwd xla':>8} "
-            f"{'fwd cpu':>8} {'x':>5} | {'f+b xla':>8} {'f+b cpu':>8} {'x':>5}")
+  base, others = variants[0], variants[1:]
+
+  def cells(kind, t):
+    row = [f"{t[f'{kind}_{v}']:9.1f}" for v in variants]
+    row += [f"{t[f'{kind}_{base}'] / t[f'{kind}_{v}']:5.2f}" for v in others]
+    return " ".join(row)
+
+  names = " ".join(f"{v[:9]:>9}" for v in variants) + " " + " ".join(
+      f"{'x' + v[:4]:>5}" for v in others)
+  header = (f"{'layer':<20} {'in HxW':>8} {'cin->cout':>11} {'GFLOP':>7} | fwd: {names} | "
+            f"f+b: {names}")
   print(header)
   print("-" * len(header))
   totals = collections.Counter()
   for spec in specs:
     heavy = gflop(spec, batch) > HEAVY_GFLOP
-    t = time_layer(spec, batch, dtype, min(repeats, HEAVY_REPEATS) if heavy else repeats)
+    t = time_layer(spec, batch, dtype, min(repeats, HEAVY_REPEATS) if heavy else repeats,
+                   variants)
     count = spec.get("count", 1)
     for key, v in t.items():
       totals[key] += count * v
     h, w = spec["hw"]
     size, channels = f"{h}x{w}", f"{spec['cin']}->{spec['cout']}"
-    print(f"{spec['name']:<20} {size:>8} {channels:>11} "
-          f"{gflop(spec, batch):7.2f} | {t['fwd_xla']:8.2f} {t['fwd_cpu']:8.2f} "
-          f"{t['fwd_xla'] / t['fwd_cpu']:5.2f} | {t['fb_xla']:8.2f} {t['fb_cpu']:8.2f} "
-          f"{t['fb_xla'] / t['fb_cpu']:5.2f}", flush=True)
+    print(f"{spec['name']:<20} {size:>8} {channels:>11} {gflop(spec, batch):7.2f} | "
+          f"     {cells('fwd', t)} |      {cells('fb', t)}", flush=True)
   weighted = " (each layer x its number of uses)" if any("count" in s for s in specs) else ""
-  print(f"{'total' + weighted:<50} | {totals['fwd_xla']:8.1f} {totals['fwd_cpu']:8.1f} "
-        f"{totals['fwd_xla'] / totals['fwd_cpu']:5.2f} | {totals['fb_xla']:8.1f} "
-        f"{totals['fb_cpu']:8.1f} {totals['fb_xla'] / totals['fb_cpu']:5.2f}")
+  print(f"{'total' + weighted:<50} |      {cells('fwd', totals)} |      {cells('fb', totals)}")
 
 
 def main() -> None:
@@ -189,7 +208,15 @@ def main() -> None:
   parser.add_argument("--global_critic", action="store_true",
                       help="with --all_layers: the critic with global convolution blocks")
   parser.add_argument("--only", default="", help="keep rows whose name contains this")
+  parser.add_argument("--variants", default="xla,cpu",
+                      help=f"comma-separated, from {list(VARIANTS)}; '-noynn' compiles with "
+                           "XLA's YNNPACK fusions off; ratios are the first variant's time over "
+                           "each other's")
   args = parser.parse_args()
+  variants = [v for v in args.variants.split(",") if v]
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown or len(variants) < 2:
+    parser.error(f"--variants needs at least two of {list(VARIANTS)}; got {args.variants!r}")
   dtype = jnp.dtype(args.dtype)
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} device(s), "
         f"batch {args.batch}, {args.dtype}, median of {args.repeats} (ms)")
@@ -201,7 +228,7 @@ def main() -> None:
     else:
       specs, title = curated(ndf), f"ndf={ndf}"
     specs = [s for s in specs if args.only in s["name"]]
-    run_table(title, specs, args.batch, dtype, args.repeats)
+    run_table(title, specs, args.batch, dtype, args.repeats, variants)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
   # the ensemble of the segan_paper seeds, then the table
   python experiments/ablation.py --out=runs/ablation --ensemble=segan_paper --seeds=0,1,2
   python experiments/ablation.py --out=runs/ablation --table
+  # paired per-image differences against the paper's SegAN, with bootstrap intervals
+  python experiments/ablation.py --out=runs/ablation --compare=segan_paper,bce_only,dice_only
 
 Protocol (CPU-feasible; every row the same): config default.py on data.source=folder; the
 held-out ids are the seeded 10% hold-out of segan_jax.data.folder (data.seed 0; the ids are
@@ -97,6 +99,40 @@ def table(args) -> str:
   return "\n".join(lines)
 
 
+def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], int]:
+  """Each held-out image's Jaccard, averaged over the row's seeds; and the number of seeds."""
+  import csv
+  runs = sorted(d for d in os.listdir(args.out) if d.startswith(row + "_s"))
+  paths = [os.path.join(args.out, d, "eval", "validation", "per_image_all_variants.csv")
+           for d in runs]
+  paths = [p for p in paths if os.path.exists(p)]
+  if not paths:
+    raise SystemExit(f"no scored runs of row {row!r} in {args.out}")
+  values: dict[str, list[float]] = {}
+  for path in paths:
+    with open(path) as f:
+      for r in csv.DictReader(f):
+        if r["variant"] == variant:
+          values.setdefault(r["id"], []).append(float(r["jaccard"]))
+  return {i: float(np.mean(v)) for i, v in values.items()}, len(paths)
+
+
+def compare(args, row_a: str, row_b: str, variant: str = "model", draws: int = 10000) -> str:
+  """Paired difference of mean Jaccard (b - a) over the held-out images, seed-averaged per image,
+  with a 95% bootstrap interval over images: whether a gap is larger than the choice of images."""
+  a, na = _per_image_jaccard(args, row_a, variant)
+  b, nb = _per_image_jaccard(args, row_b, variant)
+  ids = sorted(set(a) & set(b))
+  diff = np.array([b[i] - a[i] for i in ids])
+  rng = np.random.default_rng(0)
+  boot = diff[rng.integers(0, len(diff), (draws, len(diff)))].mean(axis=1)
+  lo, hi = np.percentile(boot, [2.5, 97.5])
+  return (f"{row_b} ({nb} seeds) - {row_a} ({na} seeds), {variant}, {len(ids)} images: "
+          f"Jaccard {100 * diff.mean():+.2f} points, 95% bootstrap interval "
+          f"[{100 * lo:+.2f}, {100 * hi:+.2f}]; {row_b} better on {int((diff > 0).sum())} images, "
+          f"worse on {int((diff < 0).sum())}")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", default="../shared/data/isic2017")
@@ -105,6 +141,9 @@ def main() -> None:
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--ensemble", default="", help="a row whose seeds to ensemble")
   parser.add_argument("--table", action="store_true")
+  parser.add_argument("--compare", default="",
+                      help="ROW_A,ROW_B[,...]: paired per-image Jaccard differences of each later "
+                           "row against ROW_A, with bootstrap intervals (no flips, and flips)")
   parser.add_argument("--width", type=int, default=8)
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--batch_size", type=int, default=16)
@@ -126,6 +165,11 @@ def main() -> None:
     score_ensemble(args, args.ensemble, seeds)
   if args.table:
     print(table(args))
+  if args.compare:
+    base, *others = [r for r in args.compare.split(",") if r]
+    for other in others:
+      for variant in ("model", "model+tta"):
+        print(compare(args, base, other, variant))
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ def load_examples(config, split: str, image_size: int) -> list[data_arrays.Examp
   validation: the run's own validation split (the official one, or the same seeded hold-out as in
   training): the only split for model selection. test: the data's test split (folder source: a
   `test/` folder or the official Test_v2 layout). train: the training examples (synthetic) or
-  every pair of the training split (folder; held-out validation ids included). all: every pair of
-  every split with masks (folder): to score a separate folder of held-out pairs.
+  every pair of the training split (folder, tfds; held-out validation ids included). all: every
+  pair of every split with masks (folder, tfds): e.g. to score a separate folder of held-out pairs.
+  For tfds, test is the built dataset's test split (the official Test_v2 with its ground truth).
   """
   from segan_jax.data import sources
   if split not in SPLITS:
@@ -92,9 +93,10 @@ def load_examples(config, split: str, image_size: int) -> list[data_arrays.Examp
                               what=f"the {name} split of {config.data.dir}")
       examples.extend(d.example() for d in decoded if split != "all" or d.mask is not None)
     return examples
-  raise EvaluationError(
-      f"Only the validation split is available for data.source={source!r} here; for held-out "
-      "pairs in a folder use --data_source=folder --data_dir=DIR --split=all (or test).")
+  if source == "tfds":
+    from segan_jax.data import isic2017_tfds
+    return isic2017_tfds.load_split(config.data, split, image_size)
+  raise EvaluationError(f"Unknown data.source {source!r}.")
 
 
 def load_eval_set(config, split: str, image_size: int) -> data_arrays.EvalSet:

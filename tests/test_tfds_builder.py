@@ -73,6 +73,26 @@ def test_test_split_without_ground_truth(tmp_path):
   assert ex["mask"].shape == (1, 1, 1) and not ex["has_mask"]
 
 
+def test_evaluation_splits_of_the_tfds_source(tmp_path):
+  from segan_jax import evaluate
+  files = fx.isic_files({"Training": 3, "Validation": 1, "Test_v2": 2})
+  fx.write_folders(tmp_path / "extracted", files)
+  config = default.get_config()
+  config.data.source, config.data.dir = "tfds", str(tmp_path / "tfds")
+  config.data.manual_dir = str(tmp_path / "extracted")
+  test = evaluate.load_eval_set(config, "test", 128)  # official Test_v2 with ground truth
+  assert test.ids == sorted(n[:-4] for n in files["ISIC-2017_Test_v2_Data"] if n.endswith(".jpg"))
+  assert test.original_sizes == [(24, 32), (24, 32)] and test.images.shape[1:3] == (128, 128)
+  assert len(evaluate.load_examples(config, "train", 128)) == 3
+  assert len(evaluate.load_examples(config, "all", 128)) == 6
+  no_test = default.get_config()
+  no_test.data.source, no_test.data.dir = "tfds", str(tmp_path / "tfds_no_test")
+  no_test.data.manual_dir = str(tmp_path / "train_only")
+  fx.write_folders(tmp_path / "train_only", fx.isic_files({"Training": 3}))
+  with pytest.raises(folder.DataError, match="has no 'test' split"):
+    evaluate.load_examples(no_test, "test", 128)
+
+
 def test_tfds_source_matches_the_folder_source(tmp_path):
   # A folder of training pairs only, with squashed images (like ../shared/data/isic2017):
   # both sources hold out the same ids and give the same arrays.

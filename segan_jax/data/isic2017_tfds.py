@@ -233,5 +233,27 @@ def load_train_val(data) -> tuple[list[Example], list[Example]]:
   return _sorted(train), _sorted(val)
 
 
+def load_split(data, split: str, image_size: int) -> list[Example]:
+  """Every example of one split of the built dataset ('all': of every split, pairs with masks
+  only), images at image_size, masks at their original size, for scoring and prediction."""
+  b = builder(data)
+  try:
+    prepare(b, data.manual_dir)
+  except AssertionError as e:
+    raise folder.DataError(f"Cannot build the isic2017 dataset in {b.data_dir}: {e}") from e
+  names = sorted(b.info.splits) if split == "all" else [split]
+  missing = [n for n in names if n not in b.info.splits]
+  if missing:
+    raise folder.DataError(f"The isic2017 dataset in {b.data_dir} has no {missing[0]!r} split "
+                           f"(it has {sorted(b.info.splits)}).")
+  options = folder.Options(workers=data.decode_workers)
+  examples = []
+  for name in names:
+    decoded = folder.decode(_pairs(b, name), options, (image_size, image_size),
+                            what=f"isic2017[{name}]")
+    examples.extend(d.example() for d in decoded if split != "all" or d.mask is not None)
+  return _sorted(examples)
+
+
 def _sorted(examples: list[Example]) -> list[Example]:
   return sorted(examples, key=lambda e: e.id)

@@ -10,8 +10,9 @@
   python experiments/ablation.py --out=runs/ablation --compare=segan_paper,bce_only,dice_only
 
 Protocol (CPU-feasible; every row the same): config default.py on data.source=folder; the
-held-out ids are the seeded 10% hold-out of segan_jax.data.folder (data.seed 0; the ids are
-written to OUT/<run>/val_ids.txt by each run and are identical across runs), never trained on;
+held-out ids are the seeded 10% hold-out of segan_jax.data.folder (data.seed 0), listed in
+experiments/isic2017_heldout_ids.txt (--val_ids) and never trained on; validation on them every
+--eval_every steps only draws the curves;
 the last checkpoint of each run is scored at the run's final k and threshold 0.4 (nothing is
 selected on the held-out ids), by the ISIC 2017 protocol at each image's original resolution,
 with and without test-time flips. Each run writes OUT/<row>_s<seed>/eval/validation/summary.json.
@@ -40,6 +41,9 @@ ROWS = {
                   ["--config.model.critic_global_conv=True"]),
 }
 METRICS = ("jaccard", "dice", "accuracy", "thresholded_jaccard")
+# The 200 held-out ids of every run (segan_jax.data.folder's seeded 10% hold-out, data.seed 0, of
+# the 2000 ISIC 2017 training pairs), committed so that the protocol can be checked.
+HELDOUT_IDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isic2017_heldout_ids.txt")
 
 
 def run_name(row: str, seed: int) -> str:
@@ -49,7 +53,7 @@ def run_name(row: str, seed: int) -> str:
 def train_and_score(args, row: str, seed: int) -> None:
   workdir = os.path.join(args.out, run_name(row, seed))
   common = [f"--config.data.source=folder", f"--config.data.dir={args.data_dir}",
-            f"--config.data.val_ids_file={os.path.join(workdir, 'val_ids.txt')}",
+            f"--config.data.val_ids_file={args.val_ids}",
             f"--config.model.width={args.width}", f"--config.train.num_steps={args.steps}",
             f"--config.train.batch_size={args.batch_size}", f"--config.train.seed={seed}",
             f"--config.train.eval_every={args.eval_every or args.steps}",
@@ -140,6 +144,9 @@ def main() -> None:
   parser.add_argument("--rows", default="", help=f"comma-separated, from {list(ROWS)}, or 'all'")
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--ensemble", default="", help="a row whose seeds to ensemble")
+  parser.add_argument("--val_ids", default=HELDOUT_IDS,
+                      help="held-out ids file: read if it exists, else the seeded hold-out "
+                           "(data.seed 0, 10%%) is written there")
   parser.add_argument("--table", action="store_true")
   parser.add_argument("--compare", default="",
                       help="ROW_A,ROW_B[,...]: paired per-image Jaccard differences of each later "
@@ -158,6 +165,7 @@ def main() -> None:
   if unknown:
     parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
   args.data_dir = os.path.abspath(args.data_dir)
+  args.val_ids = os.path.abspath(args.val_ids)
   for row in rows:
     for seed in seeds:
       train_and_score(args, row, seed)

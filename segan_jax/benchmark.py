@@ -118,6 +118,16 @@ def alternate(timers: dict[str, Timer], warmup: int, steps: int) -> dict[str, li
   return times
 
 
+def _record(result: dict[str, Any], phase: str, times: dict[str, list[float]],
+            batch_size: int) -> None:
+  """Each framework's median, all timings and images/s of one phase (train or infer)."""
+  for name, ts in times.items():
+    med = statistics.median(ts)
+    result[f"{name}_{phase}_s"] = med
+    result[f"{name}_{phase}_s_all"] = ts
+    result[f"{name}_{phase}_images_per_s"] = batch_size / med
+
+
 def _flops(cost: Any) -> float:
   """The 'flops' entry of an XLA cost analysis (a dict, or a list of per-module dicts)."""
   if cost is None:
@@ -312,12 +322,7 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
       timers["torch"] = torch_train
     log(f"Timing {steps} training iterations after {warmup} warm-up "
         f"({' and '.join(timers)}, alternating)...")
-    times = alternate(timers, warmup, steps)
-    for name, ts in times.items():
-      med = statistics.median(ts)
-      result[f"{name}_train_s"] = med
-      result[f"{name}_train_s_all"] = ts
-      result[f"{name}_train_images_per_s"] = global_batch_size / med
+    _record(result, "train", alternate(timers, warmup, steps), global_batch_size)
     result["train_flops_per_s"] = flops / result["segan_jax_train_s"]
     if tr is not None:
       result["torch_train_flops_per_s"] = flops / result["torch_train_s"]
@@ -347,12 +352,7 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
         sync()
       timers["torch"] = torch_infer
     log(f"Timing {steps} inference batches after {warmup} warm-up...")
-    times = alternate(timers, warmup, steps)
-    for name, ts in times.items():
-      med = statistics.median(ts)
-      result[f"{name}_infer_s"] = med
-      result[f"{name}_infer_s_all"] = ts
-      result[f"{name}_infer_images_per_s"] = global_batch_size / med
+    _record(result, "infer", alternate(timers, warmup, steps), global_batch_size)
     result["infer_flops_per_s"] = result["infer_flops"] / result["segan_jax_infer_s"]
     if tr is not None:
       ratios["infer"] = (result["segan_jax_infer_images_per_s"]

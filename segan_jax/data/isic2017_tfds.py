@@ -199,6 +199,16 @@ def _pairs(b: Isic2017, split: str, keep=None):
                       folder.FileRef(where + "/mask", data=r["mask"]) if r["has_mask"] else None)
 
 
+def _prepared(data) -> Isic2017:
+  """The builder of config.data, with its dataset built (from data.manual_dir) if not yet."""
+  b = builder(data)
+  try:
+    prepare(b, data.manual_dir)
+  except AssertionError as e:
+    raise folder.DataError(f"Cannot build the isic2017 dataset in {b.data_dir}: {e}") from e
+  return b
+
+
 def load_train_val(data) -> tuple[list[Example], list[Example]]:
   """(training, validation) examples from the built dataset (building it first if needed).
 
@@ -207,11 +217,7 @@ def load_train_val(data) -> tuple[list[Example], list[Example]]:
   (resize_height, resize_width), validation images to image_size, validation masks original.
   Images are decoded with PIL, as the folder source does, so both give the same arrays.
   """
-  b = builder(data)
-  try:
-    prepare(b, data.manual_dir)
-  except AssertionError as e:
-    raise folder.DataError(f"Cannot build the isic2017 dataset in {b.data_dir}: {e}") from e
+  b = _prepared(data)
   options = folder.Options(workers=data.decode_workers)  # checked when the dataset was built
   ids = [r["id"] for r in records(b, "train", fields=("id",))]
   if "validation" in b.info.splits:
@@ -236,11 +242,7 @@ def load_train_val(data) -> tuple[list[Example], list[Example]]:
 def load_split(data, split: str, image_size: int) -> list[Example]:
   """Every example of one split of the built dataset ('all': of every split, pairs with masks
   only), images at image_size, masks at their original size, for scoring and prediction."""
-  b = builder(data)
-  try:
-    prepare(b, data.manual_dir)
-  except AssertionError as e:
-    raise folder.DataError(f"Cannot build the isic2017 dataset in {b.data_dir}: {e}") from e
+  b = _prepared(data)
   names = sorted(b.info.splits) if split == "all" else [split]
   missing = [n for n in names if n not in b.info.splits]
   if missing:

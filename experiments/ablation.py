@@ -79,14 +79,19 @@ def _variants(path: str) -> dict[str, dict[str, float]]:
   return {name: v["summary"] for name, v in summary["variants"].items()}
 
 
+def _scored_runs(out: str, row: str, filename: str) -> list[str]:
+  """OUT/<row>_s<seed>/eval/validation/<filename> of every seed of the row that was scored."""
+  runs = sorted(d for d in os.listdir(out) if d.startswith(row + "_s"))
+  paths = [os.path.join(out, d, "eval", "validation", filename) for d in runs]
+  return [p for p in paths if os.path.exists(p)]
+
+
 def table(args) -> str:
   """Markdown: mean (and min-max over seeds) of each metric, without and with test-time flips."""
   lines = ["| row | seeds | TTA | Jaccard | Dice | accuracy | thresholded Jaccard |",
            "|---|---|---|---|---|---|---|"]
   for row, (title, _) in ROWS.items():
-    runs = sorted(d for d in os.listdir(args.out) if d.startswith(row + "_s"))
-    found = [os.path.join(args.out, d, "eval", "validation", "summary.json") for d in runs]
-    found = [p for p in found if os.path.exists(p)]
+    found = _scored_runs(args.out, row, "summary.json")
     if not found:
       continue
     for variant, tta in (("model", "no"), ("model+tta", "flips")):
@@ -106,10 +111,7 @@ def table(args) -> str:
 def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], int]:
   """Each held-out image's Jaccard, averaged over the row's seeds; and the number of seeds."""
   import csv
-  runs = sorted(d for d in os.listdir(args.out) if d.startswith(row + "_s"))
-  paths = [os.path.join(args.out, d, "eval", "validation", "per_image_all_variants.csv")
-           for d in runs]
-  paths = [p for p in paths if os.path.exists(p)]
+  paths = _scored_runs(args.out, row, "per_image_all_variants.csv")
   if not paths:
     raise SystemExit(f"no scored runs of row {row!r} in {args.out}")
   values: dict[str, list[float]] = {}

@@ -55,7 +55,7 @@ def _pieces(config, batch):
       return sum(jnp.mean(f ** 2) for f in features), stats
     return jax.grad(loss, has_aux=True)(params)
 
-  return cfg, seg, critic, {
+  return {
       "S forward (training mode)": (jax.jit(s_fwd), (seg.params,)),
       "S forward + backward": (jax.jit(s_fwd_bwd), (seg.params,)),
       "C forward (one pass)": (jax.jit(c_fwd), (critic.params,)),
@@ -156,7 +156,7 @@ def main() -> None:
   config.model.width, config.train.batch_size = args.width, args.batch
   local = _synthetic_batch(args.batch, config.data.image_size, config.model.num_classes)
   batch = sharding.global_batch(local, sharding.make_mesh(jax.devices()[:1]))
-  _, _, _, pieces = _pieces(config, batch)
+  pieces = _pieces(config, batch)
   torch_pieces = {}
   if args.torch:
     import torch

@@ -2,21 +2,17 @@
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
+
+import experiment_scripts
 
 
 @pytest.fixture(scope="module")
 def ablation():
-  path = Path(__file__).resolve().parents[1] / "experiments" / "ablation.py"
-  spec = importlib.util.spec_from_file_location("ablation", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("ablation")
 
 
 def _write_run(out, name, jaccards):

@@ -1,23 +1,19 @@
 """experiments/plot_training.py: curves read back from a run's TensorBoard events, PNG written."""
 
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+import experiment_scripts
 
 pytest.importorskip("matplotlib")
 
 
 @pytest.fixture(scope="module")
 def plot_training():
-  path = Path(__file__).resolve().parents[1] / "experiments" / "plot_training.py"
-  spec = importlib.util.spec_from_file_location("plot_training", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("plot_training")
 
 
 def test_reads_losses_and_validation_as_written_by_the_run(plot_training, trained_run):

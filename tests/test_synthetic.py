@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import experiment_scripts
 from segan_jax.data.synthetic import generate_example, generate_split
 
 N_SAMPLE = 50
@@ -25,11 +24,7 @@ def sample() -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.fixture(scope="module")
 def baselines():
   """The experiments/synthetic_baselines.py module (not a package, so loaded by path)."""
-  path = Path(__file__).resolve().parents[1] / "experiments" / "synthetic_baselines.py"
-  spec = importlib.util.spec_from_file_location("synthetic_baselines", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("synthetic_baselines")
 
 
 def test_same_seed_and_index_is_bit_identical_regardless_of_call_order() -> None:

@@ -229,6 +229,8 @@ class SegAN:
 
   `bf16=True` runs the forward passes under CPU (or CUDA) autocast to bfloat16, with the losses
   in float32, which mirrors segan_jax's `dtype=bfloat16` (float32 parameters and statistics).
+  On CUDA, cuDNN's autotuner is switched on (torch.backends.cudnn.benchmark), as a PyTorch user
+  training at fixed shapes would; float32 convolutions use TF32 there, as JAX's default does.
   """
 
   def __init__(self, width: int = 64, num_classes: int = 1, critic_global_conv: bool = False,
@@ -239,6 +241,9 @@ class SegAN:
                device: str | torch.device = "cpu", seed: int = 0):
     torch.manual_seed(seed)
     self.device = torch.device(device)
+    if self.device.type == "cuda":
+      # cuDNN's autotuner: the setting a PyTorch user would train with (fixed input shapes).
+      torch.backends.cudnn.benchmark = True
     self.segmentor = Segmentor(width, num_classes).to(self.device)
     self.critic = Critic(width, critic_global_conv).to(self.device)
     self.opt_s = torch.optim.Adam(self.segmentor.parameters(), lr=lr, betas=(b1, b2), eps=1e-8)

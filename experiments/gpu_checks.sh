@@ -26,6 +26,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-5}
 TRAIN_WIDTH=${TRAIN_WIDTH:-64}
 EVAL_RESERVE_S=${EVAL_RESERVE_S:-100}
 MAX_STEPS=${MAX_STEPS:-100000}
+TRAIN=${TRAIN:-1}  # 0: benchmarks only
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/segan_gpu_checks}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
@@ -63,7 +64,7 @@ echo "== 2. benchmarks against PyTorch ($(left) s left)"
 first=1
 for spec in $BENCH_SPECS; do
   width=${spec%%:*}; dtype=${spec##*:}
-  budget=$(( $(left) - 300 ))
+  budget=$(( $(left) - (TRAIN ? 300 : 10) ))
   (( budget > 150 )) && budget=150
   if (( budget < 40 )); then echo "skipping width $width $dtype: too little time left"; continue; fi
   extra="--nopipeline"
@@ -79,7 +80,7 @@ done
 
 echo "== 3. training the paper's recipe on $DATA ($(left) s left)"
 RUN="$WORK/isic2017_w${TRAIN_WIDTH}"
-train_budget=$(( $(left) - EVAL_RESERVE_S ))
+train_budget=$(( TRAIN ? $(left) - EVAL_RESERVE_S : 0 ))
 steps=$("$PY" - "$WORK" "$train_budget" "$TRAIN_WIDTH" "$MAX_STEPS" <<'EOF'
 import glob, json, sys
 work, budget, width, cap = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

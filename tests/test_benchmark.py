@@ -53,8 +53,10 @@ def test_benchmark_runs_and_reports(tmp_path):
               "train_flops_per_s", "train_compile_s", "train_lower_s", "infer_compile_s",
               "max_rss_bytes", "pipeline_images_per_s"):
     assert result[key] > 0, key
-  # The lowered and compiled cost analyses count the same work (no loops with conv_impl=xla).
-  assert result["train_flops_compiled"] == pytest.approx(result["train_flops_lowered"], rel=0.2)
+  # On CPU with conv_impl=xla, XLA's compiled cost analysis counts the same convolutions and dots
+  # as the jaxpr count, plus the elementwise work.
+  assert result["train_flops"] <= result["train_flops_compiled"]
+  assert result["train_flops"] == pytest.approx(result["train_flops_compiled"], rel=0.3)
   if HAS_TORCH:
     assert result["torch_train_images_per_s"] > 0 and result["torch_infer_images_per_s"] > 0
     assert result["train_ratio_vs_torch"] == pytest.approx(

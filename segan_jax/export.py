@@ -53,7 +53,8 @@ def probabilities_fn(models: Sequence[inference.LoadedModel], tta: str = "none")
   def fn(variables_list, images):
     per_model = []
     for segmentor, variables, k in zip(segmentors, variables_list, ks):
-      logits = inference.forward_views(segmentor, variables, images, tta)
+      # One piece: the batch size is symbolic, and TensorFlow serving schedules its own threads.
+      logits = inference.forward_views(segmentor, variables, images, tta, chunks=1)
       per_model.append(jnp.mean(adaptive_logistic(logits, k), axis=0))
     return per_model[0] if len(per_model) == 1 else jnp.mean(jnp.stack(per_model), axis=0)
 

@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 
 from segan_jax import checkpoints
 from segan_jax.data.arrays import normalize
+from segan_jax.models import segment_inference
 
 SELECTION_FILE = "selection.json"
 TTA_MODES = ("none", "flips")
@@ -236,15 +237,16 @@ def _flip(x: jax.Array, rows: bool, cols: bool) -> jax.Array:
 
 
 def forward_views(segmentor, variables: dict[str, Any], images: jax.Array,
-                  tta: str = "none") -> jax.Array:
+                  tta: str = "none", chunks: int | None = None) -> jax.Array:
   """Logits (V, B, S, S, N) of normalised images (B, S, S, 3) seen through each TTA view.
 
   All views go through the network as one batch (BatchNorm uses running statistics, so the batch
-  composition does not matter) and each view's logits are flipped back to the input's frame.
+  composition does not matter), in `chunks` pieces (models.segment_inference), and each view's
+  logits are flipped back to the input's frame.
   """
   views = view_transforms(tta)
   batch = jnp.concatenate([_flip(images, *v) for v in views], axis=0)
-  logits = segmentor.apply(variables, batch, train=False)
+  logits = segment_inference(segmentor, variables, batch, chunks)
   logits = logits.reshape(len(views), images.shape[0], *logits.shape[1:])
   return jnp.stack([_flip(logits[i], *v) for i, v in enumerate(views)])
 

@@ -17,7 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from segan_jax.activations import adaptive_logistic
 from segan_jax.losses import binary_cross_entropy_with_logits, multiscale_l1, soft_dice_loss
-from segan_jax.models import mask_images
+from segan_jax.models import mask_images, segment_inference
 from segan_jax.sharding import DATA_AXIS
 from segan_jax.train_state import TrainState, clip_params
 
@@ -49,7 +49,8 @@ def segment(cfg: StepConfig, state: TrainState, images: jax.Array, train: bool,
             params: Any = None) -> tuple[jax.Array, Any]:
   """S's logits and its new BatchNorm statistics (unchanged when not training)."""
   if not train:
-    return cfg.segmentor.apply(_variables(state, params), images, train=False), state.batch_stats
+    return (segment_inference(cfg.segmentor, _variables(state, params), images),
+            state.batch_stats)
   logits, updates = cfg.segmentor.apply(_variables(state, params), images, train=True,
                                         mutable=["batch_stats"])
   return logits, updates["batch_stats"]

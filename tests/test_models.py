@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from segan_jax.layers import upsample2x_bilinear
-from segan_jax.models import Critic, Segmentor, mask_images
+from segan_jax.models import (Critic, Segmentor, inference_chunks, mask_images,
+                               segment_inference)
 from segan_jax.train_state import count_kernel_weights
 
 
@@ -71,3 +72,20 @@ def test_batchnorm_statistics_update_in_training_mode():
   before = jax.tree.leaves(variables["batch_stats"])
   after = jax.tree.leaves(updates["batch_stats"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("batch,chunks", [(5, 4), (3, 4), (4, 2), (1, 4)])
+def test_inference_in_pieces_matches_one_batch(batch, chunks):
+  model = Segmentor(width=2)
+  x = jax.random.normal(jax.random.key(1), (batch, 128, 128, 3))
+  variables = model.init(jax.random.key(0), x[:1], train=False)
+  whole = segment_inference(model, variables, x, chunks=1)
+  pieces = jax.jit(lambda v, x: segment_inference(model, v, x, chunks=chunks))(variables, x)
+  assert pieces.shape == whole.shape == (batch, 128, 128, 1)
+  np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_pieces_policy():
+  expected = 1 if jax.default_backend() != "cpu" or jax.device_count() > 1 else 4
+  assert inference_chunks(25) == expected
+  assert inference_chunks(1) == 1

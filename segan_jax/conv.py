@@ -27,6 +27,10 @@ built only from stride-1 forward convolutions and matrix products (float32 accum
   most k x 1 kernels (see _use_tap_kernel_grad). Elsewhere (square and 1 x k kernels on smaller
   maps, narrow layers) XLA's own kernel gradient was as fast or faster and is kept.
 
+On the single-device CPU backend, large forward convolutions (and the stride-1 ones of the input
+gradients, and XLA's kernel gradients) run on independent batch pieces that XLA's runtime
+computes concurrently (cpu_pieces): one convolution alone keeps 2 cores only partly busy.
+
 Measurements (SegAN's layer shapes, 'xla' against 'cpu'): experiments/conv_benchmark.py.
 """
 
@@ -51,6 +55,38 @@ _KERNEL_GRAD_LARGE_MAP = 128 * 128
 _KERNEL_GRAD_NARROW_ROWS = 16 * 64 * 64
 # Output maps of at most this many pixels use an im2col matrix product in the forward pass.
 _IM2COL_MAX_PIXELS = 4
+# Batch pieces of one large convolution on the single-device CPU backend (see cpu_pieces): 2 and
+# 4 measured alike on 2 cores (a width-16 training iteration 11% faster than 1 piece), and 4
+# compiled 60% slower than 1, 2 20% slower. Convolutions under _PIECES_MIN_MACS stay whole.
+_CONV_PIECES = 2
+_PIECES_MIN_MACS = 1 << 24
+
+
+def cpu_pieces(batch: int, limit: int) -> int:
+  """Independent batch pieces (at most `limit`) that work is split into on XLA's CPU backend.
+
+  XLA's CPU runtime runs independent operations concurrently but spreads one convolution over
+  its threads poorly, so a batch computed as independent pieces keeps more cores busy. 1 on other
+  backends, and with several devices (where the batch is sharded and slicing it would move data
+  between devices).
+  """
+  if jax.default_backend() != "cpu" or jax.device_count() > 1:
+    return 1
+  return max(1, min(batch, limit))
+
+
+def _conv_in_pieces(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Padding) -> jax.Array:
+  """_xla_conv, a large convolution computed on batch pieces (cpu_pieces) and concatenated."""
+  b, (kh, kw, cin, cout) = x.shape[0], kernel.shape
+  ho = _out_size(x.shape[1], kh, strides[0], pads[0])
+  wo = _out_size(x.shape[2], kw, strides[1], pads[1])
+  macs = b * ho * wo * kh * kw * cin * cout
+  n = cpu_pieces(b, _CONV_PIECES) if macs >= _PIECES_MIN_MACS else 1
+  if n == 1:
+    return _xla_conv(x, kernel, strides, pads)
+  bounds = [(b * i) // n for i in range(n + 1)]
+  return jnp.concatenate([_xla_conv(x[lo:hi], kernel, strides, pads)
+                          for lo, hi in zip(bounds[:-1], bounds[1:])])
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int] = (1, 1),
@@ -161,7 +197,7 @@ def _forward(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Padding) -
     cols = jnp.concatenate([_tap(xp, i, j, (ho, wo), strides)
                             for i in range(kh) for j in range(kw)], axis=-1)
     return _matmul_last(cols, kernel.reshape(kh * kw * cin, cout), x.dtype)
-  return _xla_conv(x, kernel, strides, pads)
+  return _conv_in_pieces(x, kernel, strides, pads)
 
 
 def _input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides: Strides,
@@ -234,7 +270,7 @@ def _kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], stri
   b, ho, wo, _ = g.shape
   if not _use_tap_kernel_grad(kernel_shape, g.shape):
     zeros = jnp.zeros(kernel_shape, x.dtype)
-    _, vjp = jax.vjp(lambda k: _xla_conv(x, k, strides, pads), zeros)
+    _, vjp = jax.vjp(lambda k: _conv_in_pieces(x, k, strides, pads), zeros)
     return vjp(g)[0]
   kh, kw, cin, _ = kernel_shape
   sh = strides[0]

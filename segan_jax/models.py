@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segan_jax.conv import cpu_pieces
 from segan_jax.layers import (Conv, ConvBNAct, GlobalConvBlock, ResidualBlock, batch_norm,
                               leaky_relu, upsample2x_bilinear)
 
@@ -125,16 +126,12 @@ def mask_images(images: jax.Array, maps: jax.Array) -> jax.Array:
 
 
 def inference_chunks(batch: int) -> int:
-  """Pieces that inference splits a batch into: up to 4 on XLA's single-device CPU backend, 1 else.
-
-  XLA's CPU runtime runs independent operations concurrently but spreads one convolution over
-  its threads poorly: on 2 cores a width-16 forward pass of 25 images took 392 ms as one batch
-  and 254 ms as 4 independent pieces (width 64: 3.29 s and 2.58 s). With running BatchNorm
-  statistics the pieces give the same logits as the whole batch.
+  """Pieces that inference splits a batch into (conv.cpu_pieces: up to 4 on XLA's single-device
+  CPU backend, 1 elsewhere). On 2 cores a width-16 forward pass of 25 images took 392 ms as one
+  batch and 254 ms as 4 independent pieces (width 64: 3.29 s and 2.58 s). With running
+  BatchNorm statistics the pieces give the same logits as the whole batch.
   """
-  if jax.default_backend() != "cpu" or jax.device_count() > 1:
-    return 1
-  return max(1, min(batch, 4))
+  return cpu_pieces(batch, 4)
 
 
 def segment_inference(segmentor: nn.Module, variables: dict[str, Any], images: jax.Array,

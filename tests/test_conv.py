@@ -180,3 +180,29 @@ def test_gradients_under_jit_of_a_stack():
   want = jax.jit(jax.grad(lambda *a: net(_reference, *a), argnums=(0, 1, 2)))(x, k1, k2)
   for g, w in zip(got, want):
     _close(g, w, float(np.abs(np.asarray(w)).max()) * 10)
+
+
+@pytest.mark.parametrize("per_tap", [True, False], ids=["tap_kernel_grad", "xla_kernel_grad"])
+@pytest.mark.parametrize("case", [(3, 9, 9, 4, 6, 3, 3, (1, 1), ((1, 1), (1, 1))),
+                                  (5, 10, 10, 3, 4, 5, 5, (2, 2), ((2, 1), (2, 1)))],
+                         ids=["3x3_batch3", "5x5s2_batch5"])
+def test_batch_pieces_give_the_same_values_and_gradients(monkeypatch, case, per_tap):
+  """Every convolution split into batch pieces (on one CPU device) changes no value."""
+  monkeypatch.setattr(conv_ops, "_PIECES_MIN_MACS", 0)
+  monkeypatch.setattr(conv_ops, "_use_tap_kernel_grad", lambda *_: per_tap)
+  x, kernel, cotangent, strides, padding = _inputs(case)
+  if conv_ops.cpu_pieces(x.shape[0], conv_ops._CONV_PIECES) > 1:
+    jaxpr = jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel)
+    assert str(jaxpr).count("conv_general_dilated") == conv_ops._CONV_PIECES
+  y, dx, dk = _value_and_grads(_cpu, x, kernel, cotangent, strides, padding)
+  y_ref, dx_ref, dk_ref = _value_and_grads(_reference, x, kernel, cotangent, strides, padding)
+  scale = np.sqrt(case[5] * case[6] * case[3])
+  _close(y, y_ref, scale)
+  _close(dx, dx_ref, scale)
+  _close(dk, dk_ref, np.sqrt(cotangent.size / cotangent.shape[-1]) * 2)
+
+
+def test_cpu_pieces_policy():
+  single_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+  assert conv_ops.cpu_pieces(25, 2) == (2 if single_cpu else 1)
+  assert conv_ops.cpu_pieces(1, 2) == 1

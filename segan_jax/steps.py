@@ -70,13 +70,10 @@ def adversarial_loss(cfg: StepConfig, fake: list[jax.Array], real: list[jax.Arra
   return multiscale_l1(fake, real, cfg.layer_weights, cfg.feature_reduction)
 
 
-def critic_step(critic_state: TrainState, segmentor_state: TrainState, batch: Batch,
-                cfg: StepConfig) -> tuple[TrainState, Metrics]:
-  """One update of C maximising L(S, C) with S fixed, then clipping C's parameters."""
+def _critic_update(critic_state: TrainState, batch: Batch, probs: jax.Array,
+                   cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """C's step given S's (detached) probability maps: maximise L(S, C), then clip."""
   images, masks = batch["image"], batch["mask"]
-  k = cfg.k_schedule(segmentor_state.step)
-  logits, _ = segment(cfg, segmentor_state, images, train=True)
-  probs = jax.lax.stop_gradient(adaptive_logistic(logits, k))
 
   def loss_fn(params):
     # Two passes, as in the authors' code: each normalises by its own batch statistics and the
@@ -92,16 +89,23 @@ def critic_step(critic_state: TrainState, segmentor_state: TrainState, batch: Ba
   return new_state, {"critic_loss": loss, "critic_lr": cfg.critic_lr(critic_state.step)}
 
 
-def segmentor_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
-                   cfg: StepConfig) -> tuple[TrainState, Metrics]:
-  """One update of S minimising L(S, C) (plus the optional Dice/BCE terms) with C fixed."""
+def _segmentor_forward(segmentor_state: TrainState, images: jax.Array, cfg: StepConfig):
+  """S's training-mode logits, the function that maps logit gradients to parameter gradients,
+  and the new BatchNorm statistics."""
+  return jax.vjp(lambda p: segment(cfg, segmentor_state, images, train=True, params=p),
+                 segmentor_state.params, has_aux=True)
+
+
+def _segmentor_update(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
+                      forward, k: jax.Array, cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """S's step given its forward pass (_segmentor_forward): minimise L(S, C) (plus the optional
+  Dice/BCE terms) with C fixed."""
   images, masks = batch["image"], batch["mask"]
-  k = cfg.k_schedule(segmentor_state.step)
+  logits, logits_vjp, stats = forward
   if cfg.adversarial_weight:
     real, _ = critic_features(cfg, critic_state, images, masks)
 
-  def loss_fn(params):
-    logits, stats = segment(cfg, segmentor_state, images, train=True, params=params)
+  def loss_fn(logits):
     probs = adaptive_logistic(logits, k)
     terms = {}
     if cfg.adversarial_weight:
@@ -114,21 +118,48 @@ def segmentor_step(segmentor_state: TrainState, critic_state: TrainState, batch:
     weights = {"adversarial_loss": cfg.adversarial_weight, "dice_loss": cfg.dice_weight,
                "bce_loss": cfg.bce_weight}
     total = sum(weights[name] * value for name, value in terms.items())
-    return total, (terms, stats)
+    return total, terms
 
-  grads, (terms, stats) = jax.grad(loss_fn, has_aux=True)(segmentor_state.params)
+  logit_grads, terms = jax.grad(loss_fn, has_aux=True)(logits)
+  (grads,) = logits_vjp(logit_grads)
   new_state = segmentor_state.apply_gradients(grads=grads, batch_stats=stats)
   metrics = {**terms, "k": k, "segmentor_lr": cfg.segmentor_lr(segmentor_state.step)}
   return new_state, metrics
 
 
+def critic_step(critic_state: TrainState, segmentor_state: TrainState, batch: Batch,
+                cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """One update of C maximising L(S, C) with S fixed, then clipping C's parameters."""
+  k = cfg.k_schedule(segmentor_state.step)
+  logits, _ = segment(cfg, segmentor_state, batch["image"], train=True)
+  probs = jax.lax.stop_gradient(adaptive_logistic(logits, k))
+  return _critic_update(critic_state, batch, probs, cfg)
+
+
+def segmentor_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
+                   cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """One update of S minimising L(S, C) (plus the optional Dice/BCE terms) with C fixed."""
+  k = cfg.k_schedule(segmentor_state.step)
+  forward = _segmentor_forward(segmentor_state, batch["image"], cfg)
+  return _segmentor_update(segmentor_state, critic_state, batch, forward, k, cfg)
+
+
 def train_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
                cfg: StepConfig) -> tuple[TrainState, TrainState, Metrics]:
-  """One SegAN iteration: a critic step, then a segmentor step against the updated critic."""
+  """One SegAN iteration: a critic step, then a segmentor step against the updated critic.
+
+  S is the same in both steps, so its forward pass runs once: its detached output drives the
+  critic step and its backward pass the segmentor step (critic_step then segmentor_step compute
+  the same iteration with two forward passes).
+  """
+  k = cfg.k_schedule(segmentor_state.step)
+  forward = _segmentor_forward(segmentor_state, batch["image"], cfg)
   metrics = {}
   if cfg.adversarial_weight:
-    critic_state, metrics = critic_step(critic_state, segmentor_state, batch, cfg)
-  segmentor_state, seg_metrics = segmentor_step(segmentor_state, critic_state, batch, cfg)
+    probs = jax.lax.stop_gradient(adaptive_logistic(forward[0], k))
+    critic_state, metrics = _critic_update(critic_state, batch, probs, cfg)
+  segmentor_state, seg_metrics = _segmentor_update(segmentor_state, critic_state, batch, forward,
+                                                   k, cfg)
   return segmentor_state, critic_state, {**metrics, **seg_metrics}
 
 

@@ -11,7 +11,8 @@ Measures, for the config (and the flags overriding it):
   (a jax.sharding.Mesh, replicated states, the batch split on the data axis);
 * inference: the segmentor's forward pass in inference mode (predict_probs), images/s;
 * compile time of both, separately (lower + compile, timed);
-* FLOPs per iteration (convolutions and matrix products, counted on the jaxpr: segan_jax.flop_count), and the achieved FLOP/s;
+* FLOPs per iteration (convolutions and matrix products, counted on the jaxpr by
+  segan_jax.flop_count), and the achieved FLOP/s;
 * peak memory: device.memory_stats() where the backend exposes it (GPU, TPU), else the process's
   maximum resident set size (resource.getrusage), plus XLA's own buffer estimate;
 * input pipeline: images/s drawn from the configured loader (config.data.loader) on the embedded

@@ -34,7 +34,7 @@ computes concurrently (cpu_pieces): one convolution alone keeps 2 cores only par
 Measurements (SegAN's layer shapes, 'xla' against 'cpu'): experiments/conv_benchmark.py.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Literal
 
@@ -75,6 +75,16 @@ def cpu_pieces(batch: int, limit: int) -> int:
   return max(1, min(batch, limit))
 
 
+def in_batch_pieces(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
+                    pieces: int) -> jax.Array:
+  """fn applied to `pieces` contiguous slices of x's batch, concatenated (fn(x) for 1 piece)."""
+  if pieces <= 1:
+    return fn(x)
+  b = x.shape[0]
+  bounds = [(b * i) // pieces for i in range(pieces + 1)]
+  return jnp.concatenate([fn(x[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])])
+
+
 def _conv_in_pieces(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Padding) -> jax.Array:
   """_xla_conv, a large convolution computed on batch pieces (cpu_pieces) and concatenated."""
   b, (kh, kw, cin, cout) = x.shape[0], kernel.shape
@@ -82,11 +92,7 @@ def _conv_in_pieces(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Pad
   wo = _out_size(x.shape[2], kw, strides[1], pads[1])
   macs = b * ho * wo * kh * kw * cin * cout
   n = cpu_pieces(b, _CONV_PIECES) if macs >= _PIECES_MIN_MACS else 1
-  if n == 1:
-    return _xla_conv(x, kernel, strides, pads)
-  bounds = [(b * i) // n for i in range(n + 1)]
-  return jnp.concatenate([_xla_conv(x[lo:hi], kernel, strides, pads)
-                          for lo, hi in zip(bounds[:-1], bounds[1:])])
+  return in_batch_pieces(lambda xs: _xla_conv(xs, kernel, strides, pads), x, n)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int] = (1, 1),

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segan_jax.conv import cpu_pieces
+from segan_jax.conv import cpu_pieces, in_batch_pieces
 from segan_jax.layers import (Conv, ConvBNAct, GlobalConvBlock, ResidualBlock, batch_norm,
                               leaky_relu, upsample2x_bilinear)
 
@@ -138,10 +138,6 @@ def segment_inference(segmentor: nn.Module, variables: dict[str, Any], images: j
                       chunks: int | None = None) -> jax.Array:
   """S's logits in inference mode, the batch computed in `chunks` independent pieces
   (None: inference_chunks)."""
-  b = images.shape[0]
-  n = inference_chunks(b) if chunks is None else max(1, min(chunks, b))
-  if n == 1:
-    return segmentor.apply(variables, images, train=False)
-  bounds = [(b * i) // n for i in range(n + 1)]
-  return jnp.concatenate([segmentor.apply(variables, images[lo:hi], train=False)
-                          for lo, hi in zip(bounds[:-1], bounds[1:])])
+  n = inference_chunks(images.shape[0]) if chunks is None else chunks
+  return in_batch_pieces(lambda x: segmentor.apply(variables, x, train=False), images,
+                         min(n, images.shape[0]))

@@ -71,12 +71,11 @@ def jaxpr_flops(jaxpr) -> float:
       total += _conv_flops(eqn)
     elif name == "dot_general":
       total += _dot_flops(eqn)
+    if name == "cond":  # one branch runs: count the costliest
+      total += max((jaxpr_flops(j) for j in _sub_jaxprs(eqn.params["branches"])), default=0.0)
+      continue
     inner = sum(jaxpr_flops(j) for v in eqn.params.values() for j in _sub_jaxprs(v))
-    if name == "scan":
-      inner *= eqn.params["length"]
-    elif name == "cond":
-      inner = max((jaxpr_flops(j) for j in _sub_jaxprs(eqn.params["branches"])), default=0.0)
-    total += inner
+    total += inner * (eqn.params["length"] if name == "scan" else 1)
   return total
 
 

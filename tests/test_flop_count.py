@@ -63,3 +63,9 @@ def test_shapes_need_no_arrays():
   wspec = jax.ShapeDtypeStruct((3, 3, 3, 16), jnp.float32)
   assert flop_count.count(_conv, spec, wspec) == flop_count.count(
       _conv, jnp.ones(spec.shape), jnp.ones(wspec.shape))
+
+
+def test_cond_counts_its_costliest_branch_once():
+  w = jnp.ones((6, 6))
+  fn = lambda p, x: lax.cond(p, lambda x: x @ w @ w, lambda x: x @ w, x)
+  assert flop_count.count(fn, True, jnp.ones((2, 6))) == 2 * (2 * 2 * 6 * 6)

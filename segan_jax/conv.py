@@ -27,9 +27,9 @@ built only from stride-1 forward convolutions and matrix products (float32 accum
   most k x 1 kernels (see _use_tap_kernel_grad). Elsewhere (square and 1 x k kernels on smaller
   maps, narrow layers) XLA's own kernel gradient was as fast or faster and is kept.
 
-On the single-device CPU backend, large forward convolutions (and the stride-1 ones of the input
-gradients, and XLA's kernel gradients) run on independent batch pieces that XLA's runtime
-computes concurrently (cpu_pieces): one convolution alone keeps 2 cores only partly busy.
+On the single-device CPU backend before jaxlib 0.11, large forward convolutions (and the stride-1
+ones of the input gradients, and XLA's kernel gradients) run on independent batch pieces that
+XLA's runtime computes concurrently (cpu_pieces): there one convolution ran on one thread.
 
 Measurements (SegAN's layer shapes, 'xla' against 'cpu'): experiments/conv_benchmark.py.
 """
@@ -40,6 +40,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import jaxlib.version
 from jax import lax
 
 Impl = Literal["auto", "xla", "cpu"]
@@ -65,14 +66,26 @@ _PIECES_MIN_MACS = 1 << 24
 def cpu_pieces(batch: int, limit: int) -> int:
   """Independent batch pieces (at most `limit`) that work is split into on XLA's CPU backend.
 
-  XLA's CPU runtime runs independent operations concurrently but spreads one convolution over
-  its threads poorly, so a batch computed as independent pieces keeps more cores busy. 1 on other
-  backends, and with several devices (where the batch is sharded and slicing it would move data
-  between devices).
+  Before jaxlib 0.11, XLA's CPU runtime ran each YNNPACK convolution on one thread but ran
+  independent operations concurrently, so a batch computed as independent pieces kept more cores
+  busy. 1 from jaxlib 0.11 (see _runtime_threads_each_convolution), on other backends, and with
+  several devices (where the batch is sharded and slicing it would move data between devices).
   """
-  if jax.default_backend() != "cpu" or jax.device_count() > 1:
+  if (jax.default_backend() != "cpu" or jax.device_count() > 1
+      or _runtime_threads_each_convolution()):
     return 1
   return max(1, min(batch, limit))
+
+
+def _runtime_threads_each_convolution() -> bool:
+  """Whether XLA's CPU runtime spreads one convolution over its threads: from jaxlib 0.11 on.
+
+  A 3x3 32->32 convolution at 128x128, batch 25, took 75 ms on 1 core and 77 ms on 2 under
+  jaxlib 0.10.2, 55 ms and 31 ms under 0.11.2; there, batch pieces only add copies (a width-16
+  training iteration 2% slower with 2 convolution pieces, inference 7% slower).
+  """
+  major_minor = tuple(int(p) for p in jaxlib.version.__version__.split(".")[:2])
+  return major_minor >= (0, 11)
 
 
 def in_batch_pieces(fn: Callable[[jax.Array], jax.Array], x: jax.Array,

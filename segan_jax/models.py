@@ -127,9 +127,10 @@ def mask_images(images: jax.Array, maps: jax.Array) -> jax.Array:
 
 def inference_chunks(batch: int) -> int:
   """Pieces that inference splits a batch into (conv.cpu_pieces: up to 4 on XLA's single-device
-  CPU backend, 1 elsewhere). On 2 cores a width-16 forward pass of 25 images took 392 ms as one
-  batch and 254 ms as 4 independent pieces (width 64: 3.29 s and 2.58 s). With running
-  BatchNorm statistics the pieces give the same logits as the whole batch.
+  CPU backend before jaxlib 0.11, 1 elsewhere). On 2 cores under jaxlib 0.10.2 a width-16 forward
+  pass of 25 images took 392 ms as one batch and 254 ms as 4 independent pieces (width 64: 3.29 s
+  and 2.58 s); under 0.11.2, 242 and 243 ms. With running BatchNorm statistics the pieces give
+  the same logits as the whole batch.
   """
   return cpu_pieces(batch, 4)
 

@@ -189,6 +189,7 @@ def test_gradients_under_jit_of_a_stack():
 def test_batch_pieces_give_the_same_values_and_gradients(monkeypatch, case, per_tap):
   """Every convolution split into batch pieces (on one CPU device) changes no value."""
   monkeypatch.setattr(conv_ops, "_PIECES_MIN_MACS", 0)
+  monkeypatch.setattr(conv_ops, "_runtime_threads_each_convolution", lambda: False)
   monkeypatch.setattr(conv_ops, "_use_tap_kernel_grad", lambda *_: per_tap)
   x, kernel, cotangent, strides, padding = _inputs(case)
   if conv_ops.cpu_pieces(x.shape[0], conv_ops._CONV_PIECES) > 1:
@@ -202,7 +203,16 @@ def test_batch_pieces_give_the_same_values_and_gradients(monkeypatch, case, per_
   _close(dk, dk_ref, np.sqrt(cotangent.size / cotangent.shape[-1]) * 2)
 
 
-def test_cpu_pieces_policy():
+@pytest.mark.parametrize("threaded", [False, True], ids=["jaxlib<0.11", "jaxlib>=0.11"])
+def test_cpu_pieces_policy(monkeypatch, threaded):
+  monkeypatch.setattr(conv_ops, "_runtime_threads_each_convolution", lambda: threaded)
   single_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
-  assert conv_ops.cpu_pieces(25, 2) == (2 if single_cpu else 1)
+  assert conv_ops.cpu_pieces(25, 2) == (2 if single_cpu and not threaded else 1)
   assert conv_ops.cpu_pieces(1, 2) == 1
+
+
+def test_runtime_threading_follows_the_jaxlib_version(monkeypatch):
+  for version, threaded in (("0.10.2", False), ("0.11.0", True), ("0.11.2.dev20261101", True),
+                            ("1.0.0", True)):
+    monkeypatch.setattr(conv_ops.jaxlib.version, "__version__", version)
+    assert conv_ops._runtime_threads_each_convolution() is threaded, version

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from segan_jax import conv
 from segan_jax.layers import upsample2x_bilinear
 from segan_jax.models import (Critic, Segmentor, inference_chunks, mask_images,
                                segment_inference)
@@ -85,7 +86,8 @@ def test_inference_in_pieces_matches_one_batch(batch, chunks):
   np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-5)
 
 
-def test_inference_pieces_policy():
+def test_inference_pieces_policy(monkeypatch):
+  monkeypatch.setattr(conv, "_runtime_threads_each_convolution", lambda: False)
   expected = 1 if jax.default_backend() != "cpu" or jax.device_count() > 1 else 4
   assert inference_chunks(25) == expected
   assert inference_chunks(1) == 1

@@ -321,7 +321,7 @@ class SegAN:
   def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
     """S's probability maps in inference mode (running BatchNorm statistics)."""
     self.segmentor.eval()
-    with self._autocast():
+    with torch.inference_mode(), self._autocast():
       logits = self.segmentor(images)
     return torch.sigmoid(logits.float() / self.k)
 

@@ -3,7 +3,8 @@
   python experiments/cpu_parallelism.py --width=16 --batch=25 --repeats=7
 
 * inference in independent batch pieces (models.segment_inference): 1, 2, 3 and 4 pieces;
-* large convolutions on 2 batch pieces (conv._CONV_PIECES) in the training iteration: 1 and 2;
+* large convolutions on 2 batch pieces (conv._CONV_PIECES) in the training iteration: 1 and 2
+  (the default before jaxlib 0.11; from 0.11 convolutions stay whole, see conv.cpu_pieces);
 * the training iteration with S's forward pass once (steps.train_step) against critic_step then
   segmentor_step (two forward passes).
 
@@ -64,17 +65,22 @@ def main() -> None:
   for name, ms in _time(fns, fargs, args.repeats).items():
     print(f"  {name:<44} {ms:8.0f} ms", flush=True)
 
-  default_pieces = conv._CONV_PIECES
+  # From jaxlib 0.11 conv.cpu_pieces keeps convolutions whole; the comparison forces the pieces.
+  default_pieces, threaded = conv._CONV_PIECES, conv._runtime_threads_each_convolution
   fns, fargs = {}, {}
   try:
-    for n in (1, default_pieces):
+    conv._runtime_threads_each_convolution = lambda: False
+    for n in (1, 2):
       conv._CONV_PIECES = n  # read when the step is traced
       name = f"training iteration, convolutions in {n} piece(s)"
       fns[name] = jax.jit(lambda s, c: steps.train_step(s, c, batch, cfg)).lower(
           seg, critic).compile()
       fargs[name] = (seg, critic)
   finally:
-    conv._CONV_PIECES = default_pieces
+    conv._CONV_PIECES, conv._runtime_threads_each_convolution = default_pieces, threaded
+  default = "2" if conv.cpu_pieces(args.batch, 2) > 1 else "1"
+  print(f"  (the default on this jaxlib: convolutions in {default} piece(s); inference in "
+        f"{models.inference_chunks(args.batch)})")
 
   def two_steps(s, c):
     c, m = steps.critic_step(c, s, batch, cfg)

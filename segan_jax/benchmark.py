@@ -47,7 +47,7 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
-from segan_jax import compilation_cache, flop_count
+from segan_jax import compilation_cache, flop_count, host_memory
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
@@ -79,6 +79,9 @@ flags.DEFINE_enum("malloc", "keep", ["keep", "default"],
                   "large buffers anew in every iteration (width 16 training 1.6-1.75 s against "
                   "1.3 s, inference 440 ms against 260), while segan_jax's times do not change, so "
                   "'keep' is the conservative choice for the ratio. 'default': glibc's defaults.")
+flags.DEFINE_bool("huge_pages", True, "Start the process again once with glibc's "
+                  "transparent-huge-page tunable (segan_jax/host_memory.py), as "
+                  "python -m segan_jax.main does; both frameworks run under it.")
 flags.DEFINE_bool("train", True, "Benchmark the training iteration.")
 flags.DEFINE_bool("infer", True, "Benchmark inference.")
 flags.DEFINE_bool("pipeline", True, "Benchmark the input pipeline.")
@@ -414,7 +417,8 @@ def format_report(r: dict[str, Any]) -> str:
       f"conv_impl {r['conv_impl']} (-> {r['conv_impl_resolved']}), {r['devices']} x "
       f"{r['backend']} device ({r['device_kind']}), jax {r['jax_version']}"
       + (f", torch {r['torch_version']} (OMP_WAIT_POLICY {r.get('omp_wait_policy', 'default')})"
-         if has_torch else "") + f"; malloc: {r.get('malloc', 'default')}",
+         if has_torch else "") + f"; malloc: {r.get('malloc', 'default')}"
+      + (f", GLIBC_TUNABLES={r['glibc_tunables']}" if r.get("glibc_tunables") else ""),
       f"machine: {r['cpu_model']}, {r['cpu_count']} CPU cores used, {r['threads']} threads; "
       f"load average {r['load_average_start']:.1f} at start, {r['load_average_end']:.1f} at end; "
       f"median of {r['steps']} timed iterations after {r['warmup']} warm-up",
@@ -485,6 +489,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if FLAGS.huge_pages:
+    host_memory.reexec_with_huge_pages()
   if FLAGS.host_devices:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={FLAGS.host_devices}")
@@ -512,6 +518,7 @@ def main(argv):
   except ConfigError as e:
     raise app.UsageError(str(e))
   result["malloc"] = malloc
+  result["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump(result, f, indent=2, sort_keys=True)

@@ -34,6 +34,7 @@ XLA's runtime computes concurrently (cpu_pieces): there one convolution ran on o
 Measurements (SegAN's layer shapes, 'xla' against 'cpu'): experiments/conv_benchmark.py.
 """
 
+import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Literal
@@ -84,8 +85,8 @@ def _runtime_threads_each_convolution() -> bool:
   jaxlib 0.10.2, 55 ms and 31 ms under 0.11.2; there, batch pieces only add copies (a width-16
   training iteration 2% slower with 2 convolution pieces, inference 7% slower).
   """
-  major_minor = tuple(int(p) for p in jaxlib.version.__version__.split(".")[:2])
-  return major_minor >= (0, 11)
+  major, minor = re.match(r"(\d+)\.(\d+)", jaxlib.version.__version__).groups()
+  return (int(major), int(minor)) >= (0, 11)
 
 
 def in_batch_pieces(fn: Callable[[jax.Array], jax.Array], x: jax.Array,

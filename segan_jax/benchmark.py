@@ -79,9 +79,8 @@ flags.DEFINE_enum("malloc", "keep", ["keep", "default"],
                   "large buffers anew in every iteration (width 16 training 1.6-1.75 s against "
                   "1.3 s, inference 440 ms against 260), while segan_jax's times do not change, so "
                   "'keep' is the conservative choice for the ratio. 'default': glibc's defaults.")
-flags.DEFINE_bool("huge_pages", True, "Start the process again once with glibc's "
-                  "transparent-huge-page tunable (segan_jax/host_memory.py), as "
-                  "python -m segan_jax.main does; both frameworks run under it.")
+flags.DEFINE_bool("huge_pages", True, host_memory.FLAG_HELP + " Both frameworks run "
+                  "under it.")
 flags.DEFINE_bool("train", True, "Benchmark the training iteration.")
 flags.DEFINE_bool("infer", True, "Benchmark inference.")
 flags.DEFINE_bool("pipeline", True, "Benchmark the input pipeline.")

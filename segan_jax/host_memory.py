@@ -15,6 +15,11 @@ import platform
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb=1"
+FLAG_HELP = ("On Linux with glibc >= 2.35, start the process again once with GLIBC_TUNABLES="
+             "glibc.malloc.hugetlb=1, so that XLA's CPU runtime gets its buffers in transparent "
+             "huge pages instead of page-faulting them in every step (segan_jax/host_memory.py: "
+             "a width-16 CPU training step 20% faster, inference 10%). A glibc.malloc.hugetlb "
+             "already in GLIBC_TUNABLES is left as it is.")
 _REEXEC_MARK = "SEGAN_JAX_HUGE_PAGES_REEXEC"
 _THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 

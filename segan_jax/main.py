@@ -14,12 +14,7 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and panels.")
 flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                     "Persistent XLA compilation cache ('' disables it).")
-flags.DEFINE_bool("huge_pages", True,
-                  "On Linux with glibc >= 2.35, start the process again once with "
-                  "GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so that XLA's CPU runtime gets its "
-                  "buffers in transparent huge pages instead of page-faulting them in every step "
-                  "(segan_jax/host_memory.py: a width-16 CPU step 20% faster). A "
-                  "glibc.malloc.hugetlb already in GLIBC_TUNABLES is left as it is.")
+flags.DEFINE_bool("huge_pages", True, host_memory.FLAG_HELP)
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host runs, e.g. TPU pod slices).")
 config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segan_jax import compilation_cache, inference, metrics, overlays
+from segan_jax import compilation_cache, host_memory, inference, metrics, overlays
 from segan_jax.data import arrays as data_arrays
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -282,6 +282,7 @@ def _define_flags():
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_bool("huge_pages", True, host_memory.FLAG_HELP)
   flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
   flags.mark_flags_as_required(["workdir", "input", "output"])
@@ -292,6 +293,8 @@ def main(argv):
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.huge_pages:
+    host_memory.reexec_with_huge_pages()
   import jax
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   try:

@@ -70,10 +70,11 @@ def adversarial_loss(cfg: StepConfig, fake: list[jax.Array], real: list[jax.Arra
   return multiscale_l1(fake, real, cfg.layer_weights, cfg.feature_reduction)
 
 
-def _critic_update(critic_state: TrainState, batch: Batch, probs: jax.Array,
+def _critic_update(critic_state: TrainState, batch: Batch, logits: jax.Array, k: jax.Array,
                    cfg: StepConfig) -> tuple[TrainState, Metrics]:
-  """C's step given S's (detached) probability maps: maximise L(S, C), then clip."""
+  """C's step given S's logits (detached here): maximise L(S, C), then clip."""
   images, masks = batch["image"], batch["mask"]
+  probs = jax.lax.stop_gradient(adaptive_logistic(logits, k))
 
   def loss_fn(params):
     # Two passes, as in the authors' code: each normalises by its own batch statistics and the
@@ -132,8 +133,7 @@ def critic_step(critic_state: TrainState, segmentor_state: TrainState, batch: Ba
   """One update of C maximising L(S, C) with S fixed, then clipping C's parameters."""
   k = cfg.k_schedule(segmentor_state.step)
   logits, _ = segment(cfg, segmentor_state, batch["image"], train=True)
-  probs = jax.lax.stop_gradient(adaptive_logistic(logits, k))
-  return _critic_update(critic_state, batch, probs, cfg)
+  return _critic_update(critic_state, batch, logits, k, cfg)
 
 
 def segmentor_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
@@ -156,8 +156,7 @@ def train_step(segmentor_state: TrainState, critic_state: TrainState, batch: Bat
   forward = _segmentor_forward(segmentor_state, batch["image"], cfg)
   metrics = {}
   if cfg.adversarial_weight:
-    probs = jax.lax.stop_gradient(adaptive_logistic(forward[0], k))
-    critic_state, metrics = _critic_update(critic_state, batch, probs, cfg)
+    critic_state, metrics = _critic_update(critic_state, batch, forward[0], k, cfg)
   segmentor_state, seg_metrics = _segmentor_update(segmentor_state, critic_state, batch, forward,
                                                    k, cfg)
   return segmentor_state, critic_state, {**metrics, **seg_metrics}

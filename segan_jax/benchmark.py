@@ -12,7 +12,9 @@ Measures, for the config (and the flags overriding it):
 * inference: the segmentor's forward pass in inference mode (predict_probs), images/s;
 * compile time of both, separately (lower + compile, timed);
 * FLOPs per iteration (convolutions and matrix products, counted on the jaxpr by
-  segan_jax.flop_count), and the achieved FLOP/s;
+  segan_jax.flop_count; PyTorch's by torch.utils.flop_counter, as its reference computes more:
+  two S forward passes per iteration and the decoder's convolutions after the upsampling), and
+  the achieved FLOP/s;
 * peak memory: device.memory_stats() where the backend exposes it (GPU, TPU), else the process's
   maximum resident set size (resource.getrusage), plus XLA's own buffer estimate;
 * input pipeline: images/s drawn from the configured loader (config.data.loader) on the embedded
@@ -22,15 +24,15 @@ With `--torch`, an equivalent PyTorch SegAN (segan_jax/torch_reference.py, same 
 the same iteration) runs in the same process on the same batch with the same number of threads,
 its timed iterations ALTERNATING with segan_jax's, so that the ratio holds on a busy machine;
 `--dtype=bfloat16` runs PyTorch under bfloat16 autocast. PyTorch's OpenMP threads wait passively
-(OMP_WAIT_POLICY=PASSIVE, see --omp_wait_policy) unless told otherwise, and glibc's malloc keeps
-freed memory (see --malloc and keep_freed_memory). The last line printed is always
+(OMP_WAIT_POLICY=PASSIVE, see --omp_wait_policy) unless told otherwise, and both run with glibc's
+malloc keeping freed memory and JAX dispatching CPU work synchronously (--keep_freed_memory,
+segan_jax/host_memory.py). The last line printed is always
 `train_ratio_vs_torch=X infer_ratio_vs_torch=Y` (segan_jax images/s over PyTorch images/s; `nan`
 without --torch).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import math
@@ -73,14 +75,7 @@ flags.DEFINE_enum("omp_wait_policy", "passive", ["passive", "active", "default"]
                   "other processes, OpenMP's default spin-waiting made PyTorch 2-3x slower at "
                   "width 16 on 2 cores, so 'passive' is the default, the conservative choice for "
                   "the ratio; 'default' leaves OpenMP's own policy.")
-flags.DEFINE_enum("malloc", "keep", ["keep", "default"],
-                  "'keep': glibc's malloc keeps freed memory in the process (keep_freed_memory), "
-                  "before anything is allocated; PyTorch's CPU allocator otherwise page-faults its "
-                  "large buffers anew in every iteration (width 16 training 1.6-1.75 s against "
-                  "1.3 s, inference 440 ms against 260), while segan_jax's times do not change, so "
-                  "'keep' is the conservative choice for the ratio. 'default': glibc's defaults.")
-flags.DEFINE_bool("huge_pages", True, host_memory.FLAG_HELP + " Both frameworks run "
-                  "under it.")
+host_memory.define_flags()  # both frameworks run under them
 flags.DEFINE_bool("train", True, "Benchmark the training iteration.")
 flags.DEFINE_bool("infer", True, "Benchmark inference.")
 flags.DEFINE_bool("pipeline", True, "Benchmark the input pipeline.")
@@ -90,21 +85,6 @@ flags.DEFINE_string("jax_cache_dir", "", "Persistent XLA compilation cache ('' d
 flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
 
 Timer = Callable[[], None]
-
-
-def keep_freed_memory() -> bool:
-  """Makes glibc's malloc keep freed memory for reuse (no mmap'd blocks, no trimming of the heap).
-
-  By default glibc serves blocks of over 32 MiB with mmap and unmaps them when they are freed, so
-  a program that frees and reallocates large buffers every iteration pays page faults for them
-  anew. Returns False (and changes nothing) where the C library has no mallopt (not glibc).
-  """
-  try:
-    mallopt = ctypes.CDLL(None).mallopt
-  except (OSError, AttributeError):
-    return False
-  m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
-  return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
 
 
 def _configure_threads(threads: int) -> int:
@@ -227,6 +207,14 @@ def _torch_model(config, use_cuda: bool):
       seed=config.train.seed), torch
 
 
+def _torch_flops(fn: Callable[[], Any]) -> float:
+  """FLOPs of one call of fn, by PyTorch's own counter (convolutions and matrix products)."""
+  from torch.utils.flop_counter import FlopCounterMode
+  with FlopCounterMode(display=False) as counter:
+    fn()
+  return float(counter.get_total_flops())
+
+
 def pipeline_throughput(config, batches: int, warmup: int = 2) -> dict[str, Any]:
   """Images/s of the configured loader (segan_jax.train.train_iterator) on synthetic data."""
   from segan_jax import train
@@ -339,12 +327,13 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
         tr.train_step(t_images, t_masks)
         sync()
       timers["torch"] = torch_train
+      result["torch_train_flops"] = _torch_flops(torch_train)  # an extra warm-up iteration
     log(f"Timing {steps} training iterations after {warmup} warm-up "
         f"({' and '.join(timers)}, alternating)...")
     _record(result, "train", alternate(timers, warmup, steps), global_batch_size)
     result["train_flops_per_s"] = flops / result["segan_jax_train_s"]
     if tr is not None:
-      result["torch_train_flops_per_s"] = flops / result["torch_train_s"]
+      result["torch_train_flops_per_s"] = result["torch_train_flops"] / result["torch_train_s"]
       ratios["train"] = (result["segan_jax_train_images_per_s"]
                          / result["torch_train_images_per_s"])
     seg_state, critic_state = state["seg"], state["critic"]
@@ -371,10 +360,12 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
         tr.predict_probs(t_images)
         sync()
       timers["torch"] = torch_infer
+      result["torch_infer_flops"] = _torch_flops(torch_infer)
     log(f"Timing {steps} inference batches after {warmup} warm-up...")
     _record(result, "infer", alternate(timers, warmup, steps), global_batch_size)
     result["infer_flops_per_s"] = result["infer_flops"] / result["segan_jax_infer_s"]
     if tr is not None:
+      result["torch_infer_flops_per_s"] = result["torch_infer_flops"] / result["torch_infer_s"]
       ratios["infer"] = (result["segan_jax_infer_images_per_s"]
                          / result["torch_infer_images_per_s"])
     del compiled, lowered
@@ -417,6 +408,7 @@ def format_report(r: dict[str, Any]) -> str:
       f"{r['backend']} device ({r['device_kind']}), jax {r['jax_version']}"
       + (f", torch {r['torch_version']} (OMP_WAIT_POLICY {r.get('omp_wait_policy', 'default')})"
          if has_torch else "") + f"; malloc: {r.get('malloc', 'default')}"
+      + f", CPU dispatch {r.get('cpu_dispatch', 'asynchronous')}"
       + (f", GLIBC_TUNABLES={r['glibc_tunables']}" if r.get("glibc_tunables") else ""),
       f"machine: {r['cpu_model']}, {r['cpu_count']} CPU cores used, {r['threads']} threads; "
       f"load average {r['load_average_start']:.1f} at start, {r['load_average_end']:.1f} at end; "
@@ -440,14 +432,15 @@ def format_report(r: dict[str, Any]) -> str:
       spread = lambda ts: f"{min(ts):.3f}-{max(ts):.3f}"
       lines.append(row(f"{kind}, s/batch min-max", spread(r[f"segan_jax_{kind}_s_all"]),
                        spread(r[f"torch_{kind}_s_all"]) if has_torch else ""))
+  gflop = lambda key: _fmt(r[key] / 1e9, ".1f") if key in r else ""
   if "segan_jax_train_s" in r:
-    lines.append(row("train GFLOP/iteration", _fmt(r["train_flops"] / 1e9, ".1f"),
-                     _fmt(r["train_flops"] / 1e9, ".1f") if has_torch else ""))
-    lines.append(row("train achieved GFLOP/s", _fmt(r["train_flops_per_s"] / 1e9, ".1f"),
-                     _fmt(r.get("torch_train_flops_per_s", float("nan")) / 1e9, ".1f")))
+    lines.append(row("train GFLOP/iteration", gflop("train_flops"), gflop("torch_train_flops")))
+    lines.append(row("train achieved GFLOP/s", gflop("train_flops_per_s"),
+                     gflop("torch_train_flops_per_s")))
   if "segan_jax_infer_s" in r:
-    lines.append(row("inference GFLOP/batch", _fmt(r["infer_flops"] / 1e9, ".1f")))
-    lines.append(row("inference achieved GFLOP/s", _fmt(r["infer_flops_per_s"] / 1e9, ".1f")))
+    lines.append(row("inference GFLOP/batch", gflop("infer_flops"), gflop("torch_infer_flops")))
+    lines.append(row("inference achieved GFLOP/s", gflop("infer_flops_per_s"),
+                     gflop("torch_infer_flops_per_s")))
   lines.append("")
   if "train_compile_s" in r:
     lines.append(f"  compile, training iteration: lower {r['train_lower_s']:.1f}s + compile "
@@ -456,7 +449,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"  compile, inference:          lower {r['infer_lower_s']:.1f}s + compile "
                  f"{r['infer_compile_s']:.1f}s")
   if "train_flops_compiled" in r:
-    lines.append(f"  FLOPs above: convolutions and matrix products counted on the jaxpr; XLA's "
+    lines.append(f"  FLOPs above: convolutions and matrix products, segan_jax's counted on the jaxpr"
+                 + (", PyTorch's by torch.utils.flop_counter" if has_torch else "") + "; XLA's "
                  f"compiled cost analysis of the training iteration: "
                  f"{r['train_flops_compiled'] / 1e9:.1f} GFLOP (backend-dependent)")
   mem = []
@@ -488,13 +482,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  if FLAGS.huge_pages:
-    host_memory.reexec_with_huge_pages()
+  host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   if FLAGS.host_devices:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={FLAGS.host_devices}")
   threads = _configure_threads(FLAGS.threads)  # before JAX starts its thread pools
-  malloc = "keep freed memory" if FLAGS.malloc == "keep" and keep_freed_memory() else "default"
   if FLAGS.torch and FLAGS.omp_wait_policy != "default":
     os.environ.setdefault("OMP_WAIT_POLICY", FLAGS.omp_wait_policy.upper())
   import jax
@@ -516,7 +508,11 @@ def main(argv):
                  log=lambda s: print(s, file=sys.stderr, flush=True))
   except ConfigError as e:
     raise app.UsageError(str(e))
-  result["malloc"] = malloc
+  tunables = os.environ.get("GLIBC_TUNABLES", "").split(":")
+  kept = all(t in tunables for t in host_memory.KEEP_FREED_TUNABLES)
+  result["malloc"] = "keep freed memory" if kept else "default"
+  result["cpu_dispatch"] = ("asynchronous" if jax.config.values["jax_cpu_enable_async_dispatch"]
+                            else "synchronous")
   result["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:

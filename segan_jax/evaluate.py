@@ -450,7 +450,7 @@ def _define_flags():
   flags.DEFINE_integer("num_examples", 8, "Images drawn in examples.png, spread evenly over the "
                        "ranking by Jaccard from best to worst (0: no examples.png).")
   flags.DEFINE_string("output", None, "Output folder (default RUN/eval/SPLIT[_ensemble_N]).")
-  flags.DEFINE_bool("huge_pages", True, host_memory.FLAG_HELP)
+  host_memory.define_flags()
   flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
   flags.mark_flags_as_required(["workdir"])
@@ -461,8 +461,7 @@ def main(argv):
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.huge_pages:
-    host_memory.reexec_with_huge_pages()
+  host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   steps = FLAGS.search_steps

@@ -98,23 +98,46 @@ class GlobalConvBlock(nn.Module):
   """Large-kernel global convolution (Peng et al. 2017): (k x 1 then 1 x k) + (1 x k then k x 1).
 
   With strides s, each path downsamples rows in its k x 1 conv and columns in its 1 x k conv.
+  With upsample=True the block computes itself on upsample2x_bilinear(x), but upsamples the
+  columns of the k x 1 path's input only after its k x 1 conv (and the rows of the 1 x k path's
+  after its 1 x k conv): a conv along one axis commutes with a resize along the other, so the
+  result is the same while each path's first conv runs on half the pixels.
   """
   features: int
   k: int
   strides: tuple[int, int] = (1, 1)
   dtype: Dtype = jnp.float32
   conv_impl: str = "auto"
+  upsample: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     sh, sw = self.strides
     conv = lambda size, strides, name: Conv(self.features, size, strides, dtype=self.dtype,
                                             impl=self.conv_impl, name=name)
-    left = conv((self.k, 1), (sh, 1), "left_kx1")(x)
-    left = conv((1, self.k), (1, sw), "left_1xk")(left)
-    right = conv((1, self.k), (1, sw), "right_1xk")(x)
-    right = conv((self.k, 1), (sh, 1), "right_kx1")(right)
+    up_rows, up_cols = ((lambda y: upsample2x_bilinear_along(y, 1),
+                         lambda y: upsample2x_bilinear_along(y, 2)) if self.upsample
+                        else (lambda y: y, lambda y: y))
+    left = conv((self.k, 1), (sh, 1), "left_kx1")(up_rows(x))
+    left = conv((1, self.k), (1, sw), "left_1xk")(up_cols(left))
+    right = conv((1, self.k), (1, sw), "right_1xk")(up_cols(x))
+    right = conv((self.k, 1), (sh, 1), "right_kx1")(up_rows(right))
     return left + right
+
+
+def upsample2x_bilinear_along(x: jax.Array, axis: int) -> jax.Array:
+  """Bilinear x2 upsampling along one axis (half-pixel centres, edge clamped): shifted averages."""
+  n = x.shape[axis]
+  first = lax.slice_in_dim(x, 0, 1, axis=axis)
+  last = lax.slice_in_dim(x, n - 1, n, axis=axis)
+  prev = jnp.concatenate([first, lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+  nxt = jnp.concatenate([lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis)
+  even = 0.75 * x + 0.25 * prev
+  odd = 0.75 * x + 0.25 * nxt
+  out = jnp.stack([even, odd], axis=axis + 1)
+  shape = list(x.shape)
+  shape[axis] = 2 * n
+  return out.reshape(shape)
 
 
 def upsample2x_bilinear(x: jax.Array) -> jax.Array:
@@ -122,17 +145,4 @@ def upsample2x_bilinear(x: jax.Array) -> jax.Array:
 
   Equals jax.image.resize(..., 'bilinear') for a factor of 2, at a fraction of its cost on CPU.
   """
-  def along(y: jax.Array, axis: int) -> jax.Array:
-    n = y.shape[axis]
-    first = lax.slice_in_dim(y, 0, 1, axis=axis)
-    last = lax.slice_in_dim(y, n - 1, n, axis=axis)
-    prev = jnp.concatenate([first, lax.slice_in_dim(y, 0, n - 1, axis=axis)], axis=axis)
-    nxt = jnp.concatenate([lax.slice_in_dim(y, 1, n, axis=axis), last], axis=axis)
-    even = 0.75 * y + 0.25 * prev
-    odd = 0.75 * y + 0.25 * nxt
-    out = jnp.stack([even, odd], axis=axis + 1)
-    shape = list(y.shape)
-    shape[axis] = 2 * n
-    return out.reshape(shape)
-
-  return along(along(x, 1), 2)
+  return upsample2x_bilinear_along(upsample2x_bilinear_along(x, 1), 2)

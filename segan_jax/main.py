@@ -14,7 +14,7 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and panels.")
 flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                     "Persistent XLA compilation cache ('' disables it).")
-flags.DEFINE_bool("huge_pages", True, host_memory.FLAG_HELP)
+host_memory.define_flags()
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host runs, e.g. TPU pod slices).")
 config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
@@ -25,8 +25,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.huge_pages:
-    host_memory.reexec_with_huge_pages()
+  host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax
   from segan_jax import train
   from segan_jax.config_validation import ConfigError, validate_config

@@ -52,26 +52,26 @@ class Segmentor(nn.Module):
     e8 = ConvBNAct(8 * w, (1, 1), activation=leaky_relu, dtype=dt, conv_impl=impl,
                    name="e8_conv")(e7, train)
 
-    # Decoder: each stage concatenates the encoder map of its resolution, then upsamples x2.
+    # Decoder: each stage concatenates the encoder map of its resolution, then upsamples x2
+    # (from d4 on, inside the next stage's global convolution, which does it more cheaply).
     cbr = lambda f, k, name: ConvBNAct(f, (k, k), activation=nn.relu, dtype=dt, conv_impl=impl,
                                        name=name)
-    up = lambda y, skip: upsample2x_bilinear(jnp.concatenate([y, skip.astype(y.dtype)], axis=-1))
+    concat = lambda y, skip: jnp.concatenate([y, skip.astype(y.dtype)], axis=-1)
+    up = lambda y, skip: upsample2x_bilinear(concat(y, skip))
     d1 = up(cbr(32 * w, 1, "d1_conv")(e8, train), e7)
     d2 = cbr(16 * w, 3, "d2_conv")(d1, train)
     d2 = up(d2 + cbr(16 * w, 1, "d2_side")(d2, train), e6)
-    d3 = up(res(nn.relu, "d3_res")(cbr(8 * w, 3, "d3_conv")(d2, train), train), e5)
+    y = concat(res(nn.relu, "d3_res")(cbr(8 * w, 3, "d3_conv")(d2, train), train), e5)
     stages = ((8 * w, 7, e4, "d4"), (4 * w, 7, e3, "d5"), (2 * w, 9, e2, "d6"), (w, 9, e1, "d7"))
-    y = d3
     for features, k, skip, name in stages:
-      y = self._global_stage(y, features, k, train, name)
-      y = up(y, skip)
+      y = concat(self._global_stage(y, features, k, train, name), skip)
     y = self._global_stage(y, w, 11, train, "d8")
     logits = Conv(self.num_classes, (5, 5), use_bias=True, dtype=dt, impl=impl, name="out_conv")(y)
     return logits.astype(jnp.float32)
 
   def _global_stage(self, x: jax.Array, features: int, k: int, train: bool, name: str) -> jax.Array:
-    """Global conv k, BN, ReLU, then a residual block (decoder stages d4-d8)."""
-    y = GlobalConvBlock(features, k, dtype=self.dtype, conv_impl=self.conv_impl,
+    """x upsampled x2, global conv k, BN, ReLU, then a residual block (decoder stages d4-d8)."""
+    y = GlobalConvBlock(features, k, dtype=self.dtype, conv_impl=self.conv_impl, upsample=True,
                         name=f"{name}_gcn")(x)
     y = nn.relu(batch_norm(train, self.dtype, name=f"{name}_bn")(y))
     return ResidualBlock(nn.relu, self.dtype, self.conv_impl, name=f"{name}_res")(y, train)

@@ -282,7 +282,7 @@ def _define_flags():
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
-  flags.DEFINE_bool("huge_pages", True, host_memory.FLAG_HELP)
+  host_memory.define_flags()
   flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
   flags.mark_flags_as_required(["workdir", "input", "output"])
@@ -293,8 +293,7 @@ def main(argv):
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.huge_pages:
-    host_memory.reexec_with_huge_pages()
+  host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   try:

@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import math
-import platform
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from segan_jax import benchmark
+from segan_jax import benchmark, host_memory
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (extra [bench])")
@@ -62,30 +61,18 @@ def test_benchmark_runs_and_reports(tmp_path):
     assert result["torch_train_images_per_s"] > 0 and result["torch_infer_images_per_s"] > 0
     assert result["train_ratio_vs_torch"] == pytest.approx(
         result["segan_jax_train_images_per_s"] / result["torch_train_images_per_s"])
-  glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-  assert result["malloc"] == ("keep freed memory" if glibc else "default")
-  assert f"malloc: {result['malloc']}" in lines[0]
+  kept = host_memory.keep_freed_available()  # the benchmark restarts with the tunables
+  assert result["malloc"] == ("keep freed memory" if kept else "default")
+  assert result["cpu_dispatch"] == "synchronous"
+  assert f"malloc: {result['malloc']}, CPU dispatch synchronous" in lines[0]
 
 
-_PAGE_FAULTS_OF_A_REALLOCATION = """
-import resource, sys
-import numpy as np
-from segan_jax.benchmark import keep_freed_memory
-kept = keep_freed_memory() if sys.argv[1] == "keep" else False
-a = np.ones(1 << 24, np.float32); del a  # 64 MiB, freed
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-a = np.ones(1 << 24, np.float32)
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_keep_freed_memory_reuses_a_freed_large_block_without_page_faults():
-  proc = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_OF_A_REALLOCATION, "keep"],
-                        capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  kept, faults = proc.stdout.split()
-  assert kept == "True" and int(faults) <= 16, proc.stdout  # 64 MiB is 16384 pages of 4 KiB
+def test_benchmark_without_keeping_freed_memory_says_so(tmp_path):
+  lines, result = _benchmark(tmp_path, "--nokeep_freed_memory", "--nohuge_pages", "--notrain",
+                             "--nopipeline")
+  assert result["malloc"] == "default" and result["cpu_dispatch"] == "asynchronous"
+  assert "glibc.malloc" not in result["glibc_tunables"]
+  assert "malloc: default, CPU dispatch asynchronous" in lines[0]
 
 
 def test_alternate_interleaves_and_drops_warmup():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segan_jax import conv
-from segan_jax.layers import upsample2x_bilinear
+from segan_jax.layers import GlobalConvBlock, upsample2x_bilinear, upsample2x_bilinear_along
 from segan_jax.models import (Critic, Segmentor, inference_chunks, mask_images,
                                segment_inference)
 from segan_jax.train_state import count_kernel_weights
@@ -63,6 +63,34 @@ def test_upsample_matches_jax_image_resize(shape):
   x = jax.random.normal(jax.random.key(1), shape)
   expected = jax.image.resize(x, (shape[0], 2 * shape[1], 2 * shape[2], shape[3]), "bilinear")
   np.testing.assert_allclose(upsample2x_bilinear(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_upsample_along_each_axis_composes_to_the_2d_upsample():
+  x = jax.random.normal(jax.random.key(1), (2, 3, 5, 4))
+  both = upsample2x_bilinear_along(upsample2x_bilinear_along(x, 2), 1)
+  np.testing.assert_allclose(both, upsample2x_bilinear(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["xla", "cpu"])
+@pytest.mark.parametrize("k", [7, 9, 11])
+def test_global_conv_with_upsample_equals_global_conv_of_the_upsampled_map(k, impl):
+  # The decoder's global convolutions upsample their input inside, each path's first conv at
+  # half the pixels; values and gradients must be those of upsampling first.
+  x = jax.random.normal(jax.random.key(3), (2, 6, 10, 5))
+  inside = GlobalConvBlock(4, k, conv_impl=impl, upsample=True)
+  outside = GlobalConvBlock(4, k, conv_impl=impl)
+  params = outside.init(jax.random.key(4), upsample2x_bilinear(x))
+  params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases too
+  f_in = lambda p, x: inside.apply(p, x)
+  f_out = lambda p, x: outside.apply(p, upsample2x_bilinear(x))
+  y_in, y_out = jax.jit(f_in)(params, x), jax.jit(f_out)(params, x)
+  assert y_in.shape == (2, 12, 20, 4)
+  np.testing.assert_allclose(y_in, y_out, rtol=1e-4, atol=1e-4)
+  loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+  g_in = jax.jit(jax.grad(loss(f_in), argnums=(0, 1)))(params, x)
+  g_out = jax.jit(jax.grad(loss(f_out), argnums=(0, 1)))(params, x)
+  for a, b in zip(jax.tree.leaves(g_in), jax.tree.leaves(g_out)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
 def test_batchnorm_statistics_update_in_training_mode():

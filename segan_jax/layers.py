@@ -5,6 +5,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
@@ -98,10 +99,10 @@ class GlobalConvBlock(nn.Module):
   """Large-kernel global convolution (Peng et al. 2017): (k x 1 then 1 x k) + (1 x k then k x 1).
 
   With strides s, each path downsamples rows in its k x 1 conv and columns in its 1 x k conv.
-  With upsample=True the block computes itself on upsample2x_bilinear(x), but upsamples the
-  columns of the k x 1 path's input only after its k x 1 conv (and the rows of the 1 x k path's
-  after its 1 x k conv): a conv along one axis commutes with a resize along the other, so the
-  result is the same while each path's first conv runs on half the pixels.
+  With upsample=True the block computes itself on upsample2x_bilinear(x) without forming it: a
+  conv along one axis commutes with a resize along the other, and a conv of a map upsampled along
+  its own axis is a conv of the map itself in two output phases (conv_upsampled_along). The same
+  values, in 0.64-0.78 of the FLOPs of the convs on the upsampled map.
   """
   features: int
   k: int
@@ -113,16 +114,108 @@ class GlobalConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     sh, sw = self.strides
+    if self.upsample:
+      if (sh, sw) != (1, 1):
+        raise ValueError(f"GlobalConvBlock: upsample=True needs strides (1, 1), got {self.strides}.")
+      conv = lambda axis, name: UpsampledConv(self.features, self.k, axis, self.dtype,
+                                              self.conv_impl, name=name)
+      left = conv(2, "left_1xk")(conv(1, "left_kx1")(x))
+      right = conv(1, "right_kx1")(conv(2, "right_1xk")(x))
+      return left + right
     conv = lambda size, strides, name: Conv(self.features, size, strides, dtype=self.dtype,
                                             impl=self.conv_impl, name=name)
-    up_rows, up_cols = ((lambda y: upsample2x_bilinear_along(y, 1),
-                         lambda y: upsample2x_bilinear_along(y, 2)) if self.upsample
-                        else (lambda y: y, lambda y: y))
-    left = conv((self.k, 1), (sh, 1), "left_kx1")(up_rows(x))
-    left = conv((1, self.k), (1, sw), "left_1xk")(up_cols(left))
-    right = conv((1, self.k), (1, sw), "right_1xk")(up_cols(x))
-    right = conv((self.k, 1), (sh, 1), "right_kx1")(up_rows(right))
+    left = conv((self.k, 1), (sh, 1), "left_kx1")(x)
+    left = conv((1, self.k), (1, sw), "left_1xk")(left)
+    right = conv((1, self.k), (1, sw), "right_1xk")(x)
+    right = conv((self.k, 1), (sh, 1), "right_kx1")(right)
     return left + right
+
+
+class UpsampledConv(nn.Module):
+  """Conv (k taps along `axis`, 1 across, no bias) of x upsampled x2 along `axis`: the same
+  parameter as Conv((k, 1) or (1, k)), computed by conv_upsampled_along."""
+  features: int
+  k: int
+  axis: int
+  dtype: Dtype = jnp.float32
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    size = (self.k, 1) if self.axis == 1 else (1, self.k)
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (*size, x.shape[-1], self.features), jnp.float32)
+    return conv_upsampled_along(x.astype(self.dtype), kernel, self.axis, self.impl)
+
+
+def _phase_taps(k: int) -> tuple[np.ndarray, int, int]:
+  """C[r, t, d - dmin]: the weight of x[i + d] in tap t of output 2i + r of a k-tap conv (padding
+  (k - 1) // 2) of x bilinearly upsampled x2, with x taken as zero outside its range."""
+  p = (k - 1) // 2
+  entries = []
+  for r in (0, 1):
+    for t in range(k):
+      j = r + t - p  # the tap's upsampled sample, relative to 2i
+      lo = j // 2
+      pairs = ((lo - 1, 0.25), (lo, 0.75)) if j % 2 == 0 else ((lo, 0.75), (lo + 1, 0.25))
+      entries += [(r, t, d, c) for d, c in pairs]
+  dmin, dmax = min(e[2] for e in entries), max(e[2] for e in entries)
+  taps = np.zeros((2, k, dmax - dmin + 1), np.float32)
+  for r, t, d, c in entries:
+    taps[r, t, d - dmin] += c
+  return taps, dmin, dmax
+
+
+def conv_upsampled_along(x: jax.Array, kernel: jax.Array, axis: int,
+                         impl: str = "auto") -> jax.Array:
+  """conv(upsample2x_bilinear_along(x, axis), kernel) without the upsampled map.
+
+  `kernel` is (k, 1, cin, cout) for axis 1 (rows) or (1, k, cin, cout) for axis 2 (columns), k
+  odd, zero padding (k - 1) // 2 on that axis, stride 1. Output 2i + r is a conv of x itself with
+  a kernel derived from `kernel` (in its dtype, then cast to x's), so both phases are one conv
+  with 2 * cout channels, interleaved by a reshape. The upsampled map clamps at its edges where
+  zero padding would not: the difference is +x[0]/4 at upsampled sample 0 and -x[0]/4 at -1 (the
+  same at the far end), corrected on the first and last (k + 1) // 2 outputs.
+  """
+  if axis not in (1, 2):
+    raise ValueError(f"conv_upsampled_along: axis must be 1 (rows) or 2 (columns), got {axis}.")
+  k = kernel.shape[axis - 1]
+  if kernel.shape[2 - axis] != 1 or k % 2 == 0:
+    raise ValueError(f"conv_upsampled_along: expected an odd k x 1 (axis 1) or 1 x k (axis 2) "
+                     f"kernel, got {kernel.shape[:2]} for axis {axis}.")
+  p = (k - 1) // 2
+  w = kernel.reshape(k, *kernel.shape[2:])  # (k, cin, cout)
+  cin, cout = w.shape[1:]
+  n = x.shape[axis]
+  taps, dmin, dmax = _phase_taps(k)
+  phased = jnp.einsum("rtd,tio->dior", jnp.asarray(taps, w.dtype), w).reshape(-1, cin, 2 * cout)
+  phased = (phased[:, None] if axis == 1 else phased[None]).astype(x.dtype)
+  pads = ((-dmin, dmax), (0, 0)) if axis == 1 else ((0, 0), (-dmin, dmax))
+  if impl == "xla":
+    y = lax.conv_general_dilated(x, phased, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  else:
+    y = conv_ops.conv2d(x, phased, padding=pads, impl=impl)
+  y = jnp.moveaxis(y.reshape(*y.shape[:-1], cout, 2), -1, axis + 1)
+  out_shape = list(x.shape[:-1]) + [cout]
+  out_shape[axis] = 2 * n
+  y = y.reshape(out_shape)
+
+  zero = jnp.zeros_like(w[:1])
+  wz = jnp.concatenate([zero, w, zero])  # wz[t + 1] = w[t]
+  m = np.arange(p + 1)
+  first = 0.25 * (wz[p - m + 1] - wz[p - m])  # outputs 0..p, from x[0]
+  last = 0.25 * (wz[p + m + 1] - wz[p + m + 2])  # outputs 2n-1..2n-1-p, from x[n-1]
+  rows = min(p + 1, 2 * n)
+  edge = lambda i, d: jnp.einsum("n...c,mcd->nm...d", lax.index_in_dim(x, i, axis, keepdims=False),
+                                 d.astype(x.dtype))[:, :rows]
+  c_first, c_last = edge(0, first), edge(n - 1, last)[:, ::-1]
+  if axis == 2:
+    c_first, c_last = jnp.moveaxis(c_first, 1, 2), jnp.moveaxis(c_last, 1, 2)
+  widths = [(0, 0)] * 4
+  widths[axis] = (0, 2 * n - rows)
+  y = y + jnp.pad(c_first, widths)
+  widths[axis] = (2 * n - rows, 0)
+  return y + jnp.pad(c_last, widths)
 
 
 def upsample2x_bilinear_along(x: jax.Array, axis: int) -> jax.Array:

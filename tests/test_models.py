@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from segan_jax import conv
-from segan_jax.layers import GlobalConvBlock, upsample2x_bilinear, upsample2x_bilinear_along
+from jax import lax
+
+from segan_jax.layers import (GlobalConvBlock, conv_upsampled_along, upsample2x_bilinear,
+                              upsample2x_bilinear_along)
 from segan_jax.models import (Critic, Segmentor, inference_chunks, mask_images,
                                segment_inference)
 from segan_jax.train_state import count_kernel_weights
@@ -69,6 +72,39 @@ def test_upsample_along_each_axis_composes_to_the_2d_upsample():
   x = jax.random.normal(jax.random.key(1), (2, 3, 5, 4))
   both = upsample2x_bilinear_along(upsample2x_bilinear_along(x, 2), 1)
   np.testing.assert_allclose(both, upsample2x_bilinear(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+@pytest.mark.parametrize("k", [3, 7, 9, 11])
+@pytest.mark.parametrize("n", [1, 2, 3, 8])
+def test_conv_of_the_upsampled_map_computed_on_the_map_itself(axis, k, n):
+  # Tiny n: the border corrections of both ends overlap, or cover every output.
+  shape = (2, n, 5, 3) if axis == 1 else (2, 5, n, 3)
+  x = jax.random.normal(jax.random.key(k), shape)
+  kernel = jax.random.normal(jax.random.key(n), (k, 1, 3, 4) if axis == 1 else (1, k, 3, 4))
+  p = (k - 1) // 2
+  pads = ((p, p), (0, 0)) if axis == 1 else ((0, 0), (p, p))
+  want = lax.conv_general_dilated(upsample2x_bilinear_along(x, axis), kernel, (1, 1), pads,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  for impl in ("xla", "cpu"):
+    got = conv_upsampled_along(x, kernel, axis, impl)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+  got16 = conv_upsampled_along(x.astype(jnp.bfloat16), kernel, axis, "xla")
+  assert got16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(got16.astype(jnp.float32), want, atol=0.05 * float(jnp.abs(want).max()))
+
+
+def test_conv_upsampled_along_rejects_what_it_cannot_compute():
+  x = jnp.ones((1, 4, 4, 2))
+  with pytest.raises(ValueError, match="odd k x 1"):
+    conv_upsampled_along(x, jnp.ones((4, 1, 2, 3)), 1)
+  with pytest.raises(ValueError, match="odd k x 1"):
+    conv_upsampled_along(x, jnp.ones((1, 5, 2, 3)), 1)
+  with pytest.raises(ValueError, match="axis must be 1"):
+    conv_upsampled_along(x, jnp.ones((5, 1, 2, 3)), 3)
+  with pytest.raises(ValueError, match="needs strides"):
+    GlobalConvBlock(3, 5, strides=(2, 2), upsample=True).init(jax.random.key(0), x)
 
 
 @pytest.mark.parametrize("impl", ["xla", "cpu"])

@@ -120,7 +120,7 @@ def f(x):
   return sum(jnp.sum(p * p) for p in parts)
 x = jnp.ones((1 << 25,), jnp.float32)
 faults = []
-for _ in range(4):
+for _ in range(8):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(x).block_until_ready()
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -132,13 +132,15 @@ print(f.lower(x).compile().memory_analysis().temp_size_in_bytes, *faults)
 def test_kept_memory_and_synchronous_dispatch_stop_the_page_faults_of_each_execution():
   def faults(env, synchronous):
     temp, *per_run = map(int, _run(_FAULTS_OF_REPEATED_EXECUTIONS, env, synchronous).stdout.split())
-    return temp, per_run[2:]  # the steady state, after two executions
+    return temp, sum(per_run[4:])  # the steady state: the last 4 of 8 executions
   keep = _clean_env(GLIBC_TUNABLES=_KEEP)
   temp, default = faults(_clean_env(), "0")
   assert temp >= 256 << 20, temp  # else XLA fused the intermediates away: the test tests nothing
   pages = temp // 4096
-  assert min(default) > pages // 4, (temp, default)  # glibc's defaults: the buffer faulted anew
+  assert default > 3 * pages, (temp, default)  # glibc's defaults: the buffer faulted in anew
   _, only_tunables = faults(keep, "0")
-  assert min(only_tunables) > pages // 4, only_tunables  # a thread arena maps it anew
+  assert only_tunables > 3 * pages, only_tunables  # a thread arena maps it anew
+  # Kept: at most one more buffer's pages (the runtime may free the previous execution's buffer
+  # just after the next one has allocated its own: then the heap holds two).
   _, kept = faults(keep, "1")
-  assert max(kept) < pages // 50, (temp, kept)
+  assert kept < 1.1 * pages, (temp, kept)

@@ -76,7 +76,7 @@ def test_upsample_along_each_axis_composes_to_the_2d_upsample():
 
 @pytest.mark.parametrize("axis", [1, 2])
 @pytest.mark.parametrize("k", [3, 7, 9, 11])
-@pytest.mark.parametrize("n", [1, 2, 3, 8])
+@pytest.mark.parametrize("n", [1, 2, 8])
 def test_conv_of_the_upsampled_map_computed_on_the_map_itself(axis, k, n):
   # Tiny n: the border corrections of both ends overlap, or cover every output.
   shape = (2, n, 5, 3) if axis == 1 else (2, 5, n, 3)
@@ -84,15 +84,21 @@ def test_conv_of_the_upsampled_map_computed_on_the_map_itself(axis, k, n):
   kernel = jax.random.normal(jax.random.key(n), (k, 1, 3, 4) if axis == 1 else (1, k, 3, 4))
   p = (k - 1) // 2
   pads = ((p, p), (0, 0)) if axis == 1 else ((0, 0), (p, p))
-  want = lax.conv_general_dilated(upsample2x_bilinear_along(x, axis), kernel, (1, 1), pads,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  for impl in ("xla", "cpu"):
-    got = conv_upsampled_along(x, kernel, axis, impl)
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
-  got16 = conv_upsampled_along(x.astype(jnp.bfloat16), kernel, axis, "xla")
+
+  @jax.jit
+  def both_ways(x, kernel):
+    want = lax.conv_general_dilated(upsample2x_bilinear_along(x, axis), kernel, (1, 1), pads,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = [conv_upsampled_along(x, kernel, axis, impl) for impl in ("xla", "cpu")]
+    return want, got, conv_upsampled_along(x.astype(jnp.bfloat16), kernel, axis, "xla")
+
+  want, got, got16 = both_ways(x, kernel)
+  scale = float(jnp.abs(want).max())
+  for g in got:
+    assert g.shape == want.shape
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5 * scale)
   assert got16.dtype == jnp.bfloat16
-  np.testing.assert_allclose(got16.astype(jnp.float32), want, atol=0.05 * float(jnp.abs(want).max()))
+  np.testing.assert_allclose(got16.astype(jnp.float32), want, atol=0.05 * scale)
 
 
 def test_conv_upsampled_along_rejects_what_it_cannot_compute():

@@ -74,7 +74,7 @@ def _name(tunable: str) -> str:
   return tunable.split("=", 1)[0]
 
 
-def tunable_set(environ: dict | None = None, tunable: str = HUGE_PAGES_TUNABLE) -> bool:
+def tunable_set(tunable: str, environ: dict | None = None) -> bool:
   """Whether GLIBC_TUNABLES already sets `tunable`'s name (to any value: the user's choice)."""
   env = os.environ if environ is None else environ
   names = {_name(t) for t in env.get("GLIBC_TUNABLES", "").split(":") if t}
@@ -94,7 +94,7 @@ def wanted_tunables(huge_pages: bool, keep_freed_memory: bool) -> list[str]:
 def environ_with_tunables(environ: dict, tunables: list[str] | tuple[str, ...]) -> dict:
   """A copy of `environ` with `tunables` appended to GLIBC_TUNABLES, except those already set."""
   env = dict(environ)
-  added = [t for t in tunables if not tunable_set(environ, t)]
+  added = [t for t in tunables if not tunable_set(t, environ)]
   env["GLIBC_TUNABLES"] = ":".join(t for t in [env.get("GLIBC_TUNABLES")] + added if t)
   env[_REEXEC_MARK] = "1"
   return env
@@ -107,7 +107,7 @@ def reexec_with_tunables(tunables: list[str] | tuple[str, ...]) -> None:
   function already started. Call it at the start of a command, before it has done anything that
   must not run twice.
   """
-  if os.environ.get(_REEXEC_MARK) or all(tunable_set(None, t) for t in tunables):
+  if os.environ.get(_REEXEC_MARK) or all(tunable_set(t) for t in tunables):
     return
   sys.stdout.flush()
   sys.stderr.flush()

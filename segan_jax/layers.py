@@ -5,8 +5,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from segan_jax import conv as conv_ops
@@ -45,11 +45,7 @@ class Conv(nn.Module):
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
     padding = torch_padding(self.kernel_size, self.strides)
-    if self.impl == "xla":
-      y = lax.conv_general_dilated(x, kernel, self.strides, padding,
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    else:
-      y = conv_ops.conv2d(x, kernel, strides=self.strides, padding=padding, impl=self.impl)
+    y = conv_ops.conv2d(x, kernel, strides=self.strides, padding=padding, impl=self.impl)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)
@@ -191,10 +187,7 @@ def conv_upsampled_along(x: jax.Array, kernel: jax.Array, axis: int,
   phased = jnp.einsum("rtd,tio->dior", jnp.asarray(taps, w.dtype), w).reshape(-1, cin, 2 * cout)
   phased = (phased[:, None] if axis == 1 else phased[None]).astype(x.dtype)
   pads = ((-dmin, dmax), (0, 0)) if axis == 1 else ((0, 0), (-dmin, dmax))
-  if impl == "xla":
-    y = lax.conv_general_dilated(x, phased, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  else:
-    y = conv_ops.conv2d(x, phased, padding=pads, impl=impl)
+  y = conv_ops.conv2d(x, phased, padding=pads, impl=impl)
   y = jnp.moveaxis(y.reshape(*y.shape[:-1], cout, 2), -1, axis + 1)
   out_shape = list(x.shape[:-1]) + [cout]
   out_shape[axis] = 2 * n

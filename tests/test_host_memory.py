@@ -47,9 +47,10 @@ def test_environ_with_tunables_keeps_the_users_tunables_and_values():
   assert env["GLIBC_TUNABLES"] == (
       "glibc.malloc.arena_max=2:glibc.malloc.mmap_max=7:"
       f"{host_memory.KEEP_FREED_TUNABLES[1]}:glibc.malloc.hugetlb=1")
-  assert host_memory.tunable_set(env, "glibc.malloc.hugetlb=0")
-  assert not host_memory.tunable_set({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
-                                     "glibc.malloc.arena=1")  # a name, not a prefix
+  assert host_memory.tunable_set("glibc.malloc.hugetlb=0", env)
+  # A name, not a prefix:
+  assert not host_memory.tunable_set("glibc.malloc.arena=1",
+                                     {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
   env = host_memory.environ_with_tunables({}, [host_memory.HUGE_PAGES_TUNABLE])
   assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
 

@@ -55,8 +55,14 @@ _KERNEL_GRAD_CHUNK_ROWS = 4096
 _KERNEL_GRAD_LARGE_MAP = 128 * 128
 # k x 1 kernels with fewer than 32 output channels use it above this many rows (batch x pixels).
 _KERNEL_GRAD_NARROW_ROWS = 16 * 64 * 64
-# Output maps of at most this many pixels use an im2col matrix product in the forward pass.
+# Output maps of at most this many pixels use an im2col matrix product in the forward pass and its
+# transpose (col2im) in the input gradient; with kernels of more than one tap both ways, maps of up
+# to _IM2COL_MAX_PIXEL_TAPS pixels x taps with at least _IM2COL_MIN_CHANNELS input channels
+# (forward) and of up to _COL2IM_MAX_PIXELS pixels (input gradient). See _im2col_pays.
 _IM2COL_MAX_PIXELS = 4
+_IM2COL_MAX_PIXEL_TAPS = 8 * 8 * 3 * 3
+_IM2COL_MIN_CHANNELS = 512
+_COL2IM_MAX_PIXELS = 8 * 8
 # Batch pieces of one large convolution on the single-device CPU backend (see cpu_pieces): 2 and
 # 4 measured alike on 2 cores (a width-16 training iteration 11% faster than 1 piece), and 4
 # compiled 60% slower than 1, 2 20% slower. Convolutions under _PIECES_MIN_MACS stay whole.
@@ -211,13 +217,34 @@ def _forward(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Padding) -
   if kh == kw == 1:
     xs = _tap(_pad_hw(x, pads), 0, 0, (ho, wo), strides)
     return _matmul_last(xs, kernel.reshape(cin, cout), x.dtype)
-  if ho * wo <= _IM2COL_MAX_PIXELS:
-    # YNNPACK is slow when the kernel overhangs a tiny map (e.g. 3x3 on 2x2): im2col instead.
+  if _im2col_pays(kernel.shape, ho, wo, transposed=False):
     xp = _pad_hw(x, pads)
     cols = jnp.concatenate([_tap(xp, i, j, (ho, wo), strides)
                             for i in range(kh) for j in range(kw)], axis=-1)
     return _matmul_last(cols, kernel.reshape(kh * kw * cin, cout), x.dtype)
   return _conv_in_pieces(x, kernel, strides, pads)
+
+
+def _im2col_pays(kernel_shape: tuple[int, ...], ho: int, wo: int, *, transposed: bool) -> bool:
+  """Whether an im2col matrix product (or, `transposed`, col2im for the input gradient) beats
+  YNNPACK's convolution for an output map of ho x wo pixels.
+
+  YNNPACK is slow when the kernel overhangs a small map. On 2 cores, batch 25 (width 64), forward:
+  3x3 4096->1024 on 2x2 maps 5.7-6.2 s against 22-24 ms as im2col; 3x3 1024->1024 on 4x4 maps 41-86
+  ms against 17-23 ms; on 8x8 maps 97-214 ms against 95-103 ms (jaxlib 0.10.2 and 0.11.2). A 5x5
+  stride-2 kernel onto 8x8 maps lost as im2col (29-30 -> 45-46 ms) but gained as col2im (input
+  gradient plus kernel gradient 86-91 -> 73-76 ms); k x 1 kernels on 8x8 maps lost (5x1 1024->512:
+  23 ms as a convolution, 37 ms as im2col). With fewer channels YNNPACK keeps up on small maps
+  (3x3 256->256 on 8x8 maps, width 16: 5-6 ms, against 6-10 ms as im2col), but col2im still gains.
+  """
+  kh, kw, cin = kernel_shape[:3]
+  if ho * wo <= _IM2COL_MAX_PIXELS:
+    return True
+  if kh == 1 or kw == 1:
+    return False
+  if transposed:
+    return ho * wo <= _COL2IM_MAX_PIXELS
+  return cin >= _IM2COL_MIN_CHANNELS and ho * wo * kh * kw <= _IM2COL_MAX_PIXEL_TAPS
 
 
 def _input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides: Strides,
@@ -233,8 +260,8 @@ def _input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strid
     zero = jnp.zeros((), g.dtype)
     return lax.pad(t, zero, ((0, 0, 0), (-pt, h + pt - (ho - 1) * sh - 1, sh - 1),
                              (-pl, w + pl - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
-  if ho * wo <= _IM2COL_MAX_PIXELS:
-    # Tiny maps (the bottleneck): the transposed im2col product, then each tap's share added at
+  if _im2col_pays(kernel.shape, ho, wo, transposed=True):
+    # Small maps (the bottleneck): the transposed im2col product, then each tap's share added at
     # its place (col2im). Any other form pays for the padding that the kernel overhangs.
     cols = _matmul_last(g, kernel.reshape(kh * kw * cin, cout).T, jnp.float32)
     cols = cols.reshape(b, ho, wo, kh, kw, cin)

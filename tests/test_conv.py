@@ -39,6 +39,9 @@ CASES = [
     (2, 2, 4, 4, 5, 1, 7, (1, 2), ((0, 0), (3, 3))),
     (2, 16, 16, 4, 1, 5, 5, (1, 1), ((2, 2), (2, 2))),  # out_conv: ndf -> 1
     (2, 7, 5, 3, 4, 3, 2, (2, 3), ((1, 0), (2, 1))),  # asymmetric everything
+    # Wide layers on small maps: the forward pass as one im2col product (_im2col_pays).
+    (1, 8, 8, 512, 3, 3, 3, (1, 1), ((1, 1), (1, 1))),  # e4/d4 residual 3x3 at width 64
+    (1, 8, 8, 512, 3, 5, 5, (2, 2), ((2, 2), (2, 2))),  # e5: 8 -> 4
 ]
 
 
@@ -163,6 +166,28 @@ def test_default_rule(case, per_tap):
   want = _value_and_grads(_reference, x, kernel, cotangent, strides, padding)
   for g, w in zip(got, want):
     _close(g, w, float(np.abs(np.asarray(w)).max()) * 10)
+
+
+@pytest.mark.parametrize("kernel, out_hw, cin, im2col, col2im", [
+    ((3, 3), (2, 2), 4, True, True),  # the bottleneck: any width
+    ((7, 1), (2, 2), 4, True, True),
+    ((7, 1), (4, 4), 1024, False, False),  # k x 1 kernels: a convolution beyond 4 pixels
+    ((3, 3), (8, 8), 1024, True, True),
+    ((3, 3), (8, 8), 256, False, True),  # narrow: YNNPACK keeps up forward
+    ((5, 5), (8, 8), 512, False, True),  # 1600 pixel-taps
+    ((5, 5), (4, 4), 512, True, True),
+    ((3, 3), (16, 16), 1024, False, False),
+])
+def test_im2col_rule(kernel, out_hw, cin, im2col, col2im):
+  shape = (*kernel, cin, 8)
+  assert conv_ops._im2col_pays(shape, *out_hw, transposed=False) == im2col
+  assert conv_ops._im2col_pays(shape, *out_hw, transposed=True) == col2im
+
+
+def test_wide_small_map_forward_is_one_matrix_product():
+  x, kernel, _, strides, padding = _inputs(CASES[-2])
+  jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
+  assert "conv_general_dilated" not in jaxpr and jaxpr.count("dot_general") == 1
 
 
 def test_gradients_under_jit_of_a_stack():

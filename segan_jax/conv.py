@@ -13,13 +13,16 @@ but the gradients JAX derives from it often are not:
 `conv2d(..., impl='cpu')` computes the same values, in the same dtypes, through a `jax.custom_vjp`
 built only from stride-1 forward convolutions and matrix products (float32 accumulation):
 
-* forward: `lax.conv_general_dilated`, except a 1x1 kernel (one matrix product) and outputs of at
-  most 4 pixels (one im2col matrix product);
-* input gradient: a 1x1 kernel is one matrix product; outputs of at most 4 pixels are one
-  transposed-im2col product whose per-tap slices are added back in place (col2im); otherwise stride
-  1 is the forward convolution of the output gradient with the flipped, transposed kernel, and
-  stride s > 1 is split into its s*s output phases ("sub-pixel" form), all computed by ONE stride-1
-  convolution with s*s*cin output channels and interleaved by a reshape;
+* forward: `lax.conv_general_dilated`, except a 1x1 kernel (one matrix product), small outputs
+  (at most 4 pixels, or up to 8x8 for wide 2-D kernels: one im2col matrix product) and wide 3x3
+  layers on 16x16-32x32 maps (Winograd F(2x2, 3x3): 16 multiplications per 2x2 output tile
+  and channel pair instead of 36, as 16 matrix products);
+* input gradient: a 1x1 kernel is one matrix product; small outputs (at most 4 pixels, 8x8 for 2-D
+  kernels) are one transposed-im2col product whose per-tap slices are added back in place
+  (col2im); otherwise stride 1 is the forward convolution of the output gradient with the
+  flipped, transposed kernel (Winograd where the forward rule says so), and stride s > 1 is split
+  into its s*s output phases ("sub-pixel" form), all computed by ONE stride-1 convolution with
+  s*s*cin output channels and interleaved by a reshape;
 * kernel gradient: one (cin, rows) @ (rows, cout) product per kernel tap (the tap's shifted,
   strided input slice against the output gradient), looped over bands of output rows (the whole
   batch, about 4k rows a band) so that the slices stay in cache. Used where it measured faster
@@ -63,6 +66,10 @@ _IM2COL_MAX_PIXELS = 4
 _IM2COL_MAX_PIXEL_TAPS = 8 * 8 * 3 * 3
 _IM2COL_MIN_CHANNELS = 512
 _COL2IM_MAX_PIXELS = 8 * 8
+# 3x3 stride-1 convolutions (padding 1) with at least this many input channels, on maps of
+# _WINOGRAD_PIXELS pixels, run as Winograd F(2x2, 3x3) (see _winograd_pays).
+_WINOGRAD_MIN_CHANNELS = 256
+_WINOGRAD_PIXELS = (16 * 16, 32 * 32)
 # Batch pieces of one large convolution on the single-device CPU backend (see cpu_pieces): 2 and
 # 4 measured alike on 2 cores (a width-16 training iteration 11% faster than 1 piece), and 4
 # compiled 60% slower than 1, 2 20% slower. Convolutions under _PIECES_MIN_MACS stay whole.
@@ -217,6 +224,8 @@ def _forward(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Padding) -
   if kh == kw == 1:
     xs = _tap(_pad_hw(x, pads), 0, 0, (ho, wo), strides)
     return _matmul_last(xs, kernel.reshape(cin, cout), x.dtype)
+  if _winograd_pays(x, kernel, strides, pads):
+    return _winograd_3x3(x, kernel)
   if _im2col_pays(kernel.shape, ho, wo, transposed=False):
     xp = _pad_hw(x, pads)
     cols = jnp.concatenate([_tap(xp, i, j, (ho, wo), strides)
@@ -245,6 +254,61 @@ def _im2col_pays(kernel_shape: tuple[int, ...], ho: int, wo: int, *, transposed:
   if transposed:
     return ho * wo <= _COL2IM_MAX_PIXELS
   return cin >= _IM2COL_MIN_CHANNELS and ho * wo * kh * kw <= _IM2COL_MAX_PIXEL_TAPS
+
+
+def _winograd_pays(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Padding) -> bool:
+  """Whether Winograd F(2x2, 3x3) beats YNNPACK's convolution: 3x3, stride 1, padding 1, float32,
+  even sides, wide layers on mid-sized maps.
+
+  On 2 cores, batch 25 (jaxlib 0.10.2 and 0.11.2): 3x3 256->256 on 32x32 maps 72-73 ms as a
+  convolution, 54 ms as F(2x2, 3x3); 512->512 on 16x16 maps 73-77 ms against 54-58 ms. Elsewhere
+  it lost or depended on the jaxlib version: 128->128 on 64x64 maps 67-69 ms against 77-81 ms;
+  on 128x128 maps 381 against 308 ms under 0.10.2 but 280 against 390 ms under 0.11.2 (and in the
+  width-64 network under 0.10.2, inference 1.86 -> 1.92 s, training 8.3 -> 8.6 s per iteration);
+  32->32 (width 16) 2-2.5x slower; 8x8 maps take im2col (_im2col_pays).
+  """
+  _, h, w, cin = x.shape
+  lo, hi = _WINOGRAD_PIXELS
+  return (kernel.shape[:2] == (3, 3) and strides == (1, 1) and pads == ((1, 1), (1, 1))
+          and x.dtype == jnp.float32 and kernel.dtype == jnp.float32 and h % 2 == 0
+          and w % 2 == 0 and cin >= _WINOGRAD_MIN_CHANNELS and lo <= h * w <= hi)
+
+
+# Winograd F(2x2, 3x3) (Lavin and Gray 2016): input tile transform B^T, kernel transform G,
+# output transform A^T, each applied along rows and columns.
+_WINOGRAD_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_WINOGRAD_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+
+def _combine(matrix: Sequence[Sequence[float]], parts: Sequence[jax.Array]) -> list[jax.Array]:
+  """[sum_j matrix[i][j] * parts[j] for each row i], skipping zero coefficients."""
+  rows = []
+  for coefficients in matrix:
+    terms = [p if c == 1 else -p if c == -1 else c * p
+             for c, p in zip(coefficients, parts) if c != 0]
+    rows.append(sum(terms[1:], terms[0]))
+  return rows
+
+
+def _winograd_3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """conv(x, kernel), 3x3, stride 1, padding 1, even sides, as Winograd F(2x2, 3x3): 2x2 output
+  tiles from 4x4 input tiles, 16 matrix products of (tiles, cin) @ (cin, cout) instead of 36."""
+  b, h, w, cin = x.shape
+  th, tw = h // 2, w // 2
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  rows = [xp[:, i:i + 2 * th:2] for i in range(4)]  # row i of every tile: (b, th, w + 2, cin)
+  tiles = []
+  for r in _combine(_WINOGRAD_BT, rows):
+    tiles += _combine(_WINOGRAD_BT, [r[:, :, j:j + 2 * tw:2] for j in range(4)])
+  v = jnp.stack(tiles).reshape(16, b * th * tw, cin)
+  g = jnp.asarray(_WINOGRAD_G, kernel.dtype)
+  u = jnp.einsum("ai,ijcd,bj->abcd", g, kernel, g).reshape(16, cin, -1)
+  m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))  # (16, tiles, cout)
+  m = [m[4 * i:4 * i + 4] for i in range(4)]
+  y = [_combine(_WINOGRAD_AT, list(r)) for r in _combine(_WINOGRAD_AT, m)]  # [row][col]
+  y = jnp.stack([jnp.stack(r) for r in y]).reshape(2, 2, b, th, tw, -1)
+  return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, h, w, -1)
 
 
 def _input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides: Strides,

@@ -42,6 +42,10 @@ CASES = [
     # Wide layers on small maps: the forward pass as one im2col product (_im2col_pays).
     (1, 8, 8, 512, 3, 3, 3, (1, 1), ((1, 1), (1, 1))),  # e4/d4 residual 3x3 at width 64
     (1, 8, 8, 512, 3, 5, 5, (2, 2), ((2, 2), (2, 2))),  # e5: 8 -> 4
+    # Wide 3x3 layers on 16x16-32x32 maps: Winograd F(2x2, 3x3) (_winograd_pays), forward only
+    # and forward plus input gradient (whose flipped kernel is as wide).
+    (1, 16, 16, 256, 3, 3, 3, (1, 1), ((1, 1), (1, 1))),
+    (1, 16, 16, 256, 256, 3, 3, (1, 1), ((1, 1), (1, 1))),
 ]
 
 
@@ -185,9 +189,35 @@ def test_im2col_rule(kernel, out_hw, cin, im2col, col2im):
 
 
 def test_wide_small_map_forward_is_one_matrix_product():
-  x, kernel, _, strides, padding = _inputs(CASES[-2])
+  x, kernel, _, strides, padding = _inputs(CASES[-4])
   jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
   assert "conv_general_dilated" not in jaxpr and jaxpr.count("dot_general") == 1
+
+
+@pytest.mark.parametrize("shape, dtype, padding, winograd", [
+    ((1, 16, 16, 256), jnp.float32, ((1, 1), (1, 1)), True),
+    ((1, 32, 32, 512), jnp.float32, ((1, 1), (1, 1)), True),
+    ((1, 64, 64, 256), jnp.float32, ((1, 1), (1, 1)), False),  # measured slower
+    ((1, 8, 8, 1024), jnp.float32, ((1, 1), (1, 1)), False),  # im2col's
+    ((1, 16, 16, 128), jnp.float32, ((1, 1), (1, 1)), False),  # narrow
+    ((1, 16, 16, 256), jnp.bfloat16, ((1, 1), (1, 1)), False),
+    ((1, 16, 16, 256), jnp.float32, ((0, 0), (1, 1)), False),
+    ((1, 15, 16, 256), jnp.float32, ((1, 1), (1, 1)), False),  # odd side
+])
+def test_winograd_rule(shape, dtype, padding, winograd):
+  x = jax.ShapeDtypeStruct(shape, dtype)
+  kernel = jax.ShapeDtypeStruct((3, 3, shape[-1], 8), dtype)
+  assert conv_ops._winograd_pays(x, kernel, (1, 1), padding) == winograd
+  assert not conv_ops._winograd_pays(x, jax.ShapeDtypeStruct((3, 3, shape[-1], 8), dtype), (2, 2),
+                                     padding)
+
+
+def test_winograd_forward_has_no_convolution():
+  x, kernel, _, strides, padding = _inputs(CASES[-2])
+  jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
+  assert "conv_general_dilated" not in jaxpr
+  _close(jax.jit(_cpu, static_argnums=(2, 3))(x, kernel, strides, padding),
+         _reference(x, kernel, strides, padding), np.sqrt(9 * 256))
 
 
 def test_gradients_under_jit_of_a_stack():

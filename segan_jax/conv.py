@@ -301,13 +301,13 @@ def _winograd_3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   tiles = []
   for r in _combine(_WINOGRAD_BT, rows):
     tiles += _combine(_WINOGRAD_BT, [r[:, :, j:j + 2 * tw:2] for j in range(4)])
-  v = jnp.stack(tiles).reshape(16, b * th * tw, cin)
+  v = jnp.stack(tiles)  # (16, b, th, tw, cin); the batch axis kept apart for batch sharding
   g = jnp.asarray(_WINOGRAD_G, kernel.dtype)
   u = jnp.einsum("ai,ijcd,bj->abcd", g, kernel, g).reshape(16, cin, -1)
-  m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))  # (16, tiles, cout)
+  m = lax.dot_general(v, u, (((4,), (1,)), ((0,), (0,))))  # (16, b, th, tw, cout)
   m = [m[4 * i:4 * i + 4] for i in range(4)]
   y = [_combine(_WINOGRAD_AT, list(r)) for r in _combine(_WINOGRAD_AT, m)]  # [row][col]
-  y = jnp.stack([jnp.stack(r) for r in y]).reshape(2, 2, b, th, tw, -1)
+  y = jnp.stack([jnp.stack(r) for r in y])  # (2, 2, b, th, tw, cout)
   return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, h, w, -1)
 
 

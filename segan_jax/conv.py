@@ -238,13 +238,15 @@ def _im2col_pays(kernel_shape: tuple[int, ...], ho: int, wo: int, *, transposed:
   """Whether an im2col matrix product (or, `transposed`, col2im for the input gradient) beats
   YNNPACK's convolution for an output map of ho x wo pixels.
 
-  YNNPACK is slow when the kernel overhangs a small map. On 2 cores, batch 25 (width 64), forward:
-  3x3 4096->1024 on 2x2 maps 5.7-6.2 s against 22-24 ms as im2col; 3x3 1024->1024 on 4x4 maps 41-86
-  ms against 17-23 ms; on 8x8 maps 97-214 ms against 95-103 ms (jaxlib 0.10.2 and 0.11.2). A 5x5
-  stride-2 kernel onto 8x8 maps lost as im2col (29-30 -> 45-46 ms) but gained as col2im (input
-  gradient plus kernel gradient 86-91 -> 73-76 ms); k x 1 kernels on 8x8 maps lost (5x1 1024->512:
-  23 ms as a convolution, 37 ms as im2col). With fewer channels YNNPACK keeps up on small maps
-  (3x3 256->256 on 8x8 maps, width 16: 5-6 ms, against 6-10 ms as im2col), but col2im still gains.
+  YNNPACK is slow when the kernel overhangs a small map. Forward, on 2 cores, batch 25, under the
+  kept-memory glibc setting of host_memory (jaxlib 0.10.2 / 0.11.2): 3x3 4096->1024 on 2x2 maps
+  6.6 / 5.7 s against 22-24 ms as im2col; 3x3 1024->1024 on 4x4 maps 30 / 95 ms against 19-20 ms,
+  on 8x8 maps 92 / 208 ms against 71-85 ms; 5x5 stride 2 512->512 onto 4x4 maps 26 / 48 ms against
+  14 ms. Beyond 576 pixel-taps it no longer paid (5x5 stride 2 256->512 onto 8x8: 33 / 30 ms
+  against 28 / 31 ms), nor with fewer channels (3x3 256->256 on 8x8, width 16: 5.6-5.9 ms against
+  6.2-7.2 ms), nor for k x 1 kernels (5x1 1024->512 on 8x8: 23 ms against 21-37 ms). The input
+  gradient's col2im gained on every 2-D kernel up to 8x8 maps (VJP 5x5 stride 2 256->512: 86 / 98
+  -> 57 / 62 ms; 3x3 256->256 on 4x4: 5.3 / 7.0 -> 4.5 / 3.6 ms).
   """
   kh, kw, cin = kernel_shape[:3]
   if ho * wo <= _IM2COL_MAX_PIXELS:
@@ -260,12 +262,13 @@ def _winograd_pays(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Padd
   """Whether Winograd F(2x2, 3x3) beats YNNPACK's convolution: 3x3, stride 1, padding 1, float32,
   even sides, wide layers on mid-sized maps.
 
-  On 2 cores, batch 25 (jaxlib 0.10.2 and 0.11.2): 3x3 256->256 on 32x32 maps 72-73 ms as a
-  convolution, 54 ms as F(2x2, 3x3); 512->512 on 16x16 maps 73-77 ms against 54-58 ms. Elsewhere
-  it lost or depended on the jaxlib version: 128->128 on 64x64 maps 67-69 ms against 77-81 ms;
-  on 128x128 maps 381 against 308 ms under 0.10.2 but 280 against 390 ms under 0.11.2 (and in the
-  width-64 network under 0.10.2, inference 1.86 -> 1.92 s, training 8.3 -> 8.6 s per iteration);
-  32->32 (width 16) 2-2.5x slower; 8x8 maps take im2col (_im2col_pays).
+  On 2 cores, batch 25, kept-memory glibc setting (jaxlib 0.10.2 and 0.11.2): 3x3 256->256 on
+  32x32 maps 72-73 ms as a convolution, 54 ms as F(2x2, 3x3); 512->512 on 16x16 maps 73-77 ms
+  against 54-58 ms. Elsewhere it lost or depended on the jaxlib version: 128->128 on 64x64 maps
+  67-69 ms against 77-81 ms; on 128x128 maps 381 against 308 ms under 0.10.2 but 280 against
+  390 ms under 0.11.2 (and in the width-64 network under 0.10.2, inference 1.86 -> 1.92 s,
+  training 8.3 -> 8.6 s per iteration); 32->32 (width 16) 1.4-2.2x slower; 8x8 maps take im2col
+  (_im2col_pays).
   """
   _, h, w, cin = x.shape
   lo, hi = _WINOGRAD_PIXELS

@@ -149,8 +149,9 @@ def test_batchnorm_statistics_update_in_training_mode():
 def test_inference_in_pieces_matches_one_batch(batch, chunks):
   model = Segmentor(width=2)
   x = jax.random.normal(jax.random.key(1), (batch, 128, 128, 3))
-  variables = model.init(jax.random.key(0), x[:1], train=False)
-  whole = segment_inference(model, variables, x, chunks=1)
+  # Jitted: run op by op, the network's hundreds of small operations each compile on their own.
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x[:1])
+  whole = jax.jit(lambda v, x: segment_inference(model, v, x, chunks=1))(variables, x)
   pieces = jax.jit(lambda v, x: segment_inference(model, v, x, chunks=chunks))(variables, x)
   assert pieces.shape == whole.shape == (batch, 128, 128, 1)
   np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-5)

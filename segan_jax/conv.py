@@ -61,10 +61,13 @@ _KERNEL_GRAD_NARROW_ROWS = 16 * 64 * 64
 # Output maps of at most this many pixels use an im2col matrix product in the forward pass and its
 # transpose (col2im) in the input gradient; with kernels of more than one tap both ways, maps of up
 # to _IM2COL_MAX_PIXEL_TAPS pixels x taps with at least _IM2COL_MIN_CHANNELS input channels
-# (forward) and of up to _COL2IM_MAX_PIXELS pixels (input gradient). See _im2col_pays.
+# (forward) and of up to _COL2IM_MAX_PIXELS pixels (input gradient); k x 1 and 1 x k kernels with
+# at least _IM2COL_MIN_CHANNELS input channels on up to _IM2COL_KX1_MAX_PIXELS output pixels
+# (forward only). See _im2col_pays.
 _IM2COL_MAX_PIXELS = 4
 _IM2COL_MAX_PIXEL_TAPS = 8 * 8 * 3 * 3
 _IM2COL_MIN_CHANNELS = 512
+_IM2COL_KX1_MAX_PIXELS = 8 * 8
 _COL2IM_MAX_PIXELS = 8 * 8
 # 3x3 stride-1 convolutions (padding 1) with at least this many input channels, on maps of
 # _WINOGRAD_PIXELS pixels, run as Winograd F(2x2, 3x3) (see _winograd_pays).
@@ -244,15 +247,20 @@ def _im2col_pays(kernel_shape: tuple[int, ...], ho: int, wo: int, *, transposed:
   on 8x8 maps 92 / 208 ms against 71-85 ms; 5x5 stride 2 512->512 onto 4x4 maps 26 / 48 ms against
   14 ms. Beyond 576 pixel-taps it no longer paid (5x5 stride 2 256->512 onto 8x8: 33 / 30 ms
   against 28 / 31 ms), nor with fewer channels (3x3 256->256 on 8x8, width 16: 5.6-5.9 ms against
-  6.2-7.2 ms), nor for k x 1 kernels (5x1 1024->512 on 8x8: 23 ms against 21-37 ms). The input
-  gradient's col2im gained on every 2-D kernel up to 8x8 maps (VJP 5x5 stride 2 256->512: 86 / 98
-  -> 57 / 62 ms; 3x3 256->256 on 4x4: 5.3 / 7.0 -> 4.5 / 3.6 ms).
+  6.2-7.2 ms). k x 1 kernels alone were a tie (5x1 1024->512 on 8x8: 23 ms against 21-37 ms), but
+  in the width-64 network, where the decoder's d4 and d5 global convolutions have such layers on
+  4x4-8x8 maps, im2col made inference 1.5% faster under both jaxlib versions (A/B, alternating,
+  median of 7: 1.903 -> 1.876 s and 1.783 -> 1.756 s) and training no slower (8.75 -> 8.67 s);
+  their input gradient stays a convolution. The input gradient's col2im gained on every 2-D kernel
+  up to 8x8 maps (VJP 5x5 stride 2 256->512: 86 / 98 -> 57 / 62 ms; 3x3 256->256 on 4x4: 5.3 /
+  7.0 -> 4.5 / 3.6 ms).
   """
   kh, kw, cin = kernel_shape[:3]
   if ho * wo <= _IM2COL_MAX_PIXELS:
     return True
   if kh == 1 or kw == 1:
-    return False
+    return (not transposed and cin >= _IM2COL_MIN_CHANNELS
+            and ho * wo <= _IM2COL_KX1_MAX_PIXELS)
   if transposed:
     return ho * wo <= _COL2IM_MAX_PIXELS
   return cin >= _IM2COL_MIN_CHANNELS and ho * wo * kh * kw <= _IM2COL_MAX_PIXEL_TAPS

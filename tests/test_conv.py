@@ -42,6 +42,8 @@ CASES = [
     # Wide layers on small maps: the forward pass as one im2col product (_im2col_pays).
     (1, 8, 8, 512, 3, 3, 3, (1, 1), ((1, 1), (1, 1))),  # e4/d4 residual 3x3 at width 64
     (1, 8, 8, 512, 3, 5, 5, (2, 2), ((2, 2), (2, 2))),  # e5: 8 -> 4
+    (1, 4, 8, 512, 3, 1, 5, (1, 1), ((0, 0), (2, 2))),  # d4's global convolution at width 64
+    (1, 8, 4, 512, 3, 7, 1, (2, 1), ((3, 3), (0, 0))),  # a strided one
     # Wide 3x3 layers on 16x16-32x32 maps: Winograd F(2x2, 3x3) (_winograd_pays), forward only
     # and forward plus input gradient (whose flipped kernel is as wide).
     (1, 16, 16, 256, 3, 3, 3, (1, 1), ((1, 1), (1, 1))),
@@ -175,7 +177,10 @@ def test_default_rule(case, per_tap):
 @pytest.mark.parametrize("kernel, out_hw, cin, im2col, col2im", [
     ((3, 3), (2, 2), 4, True, True),  # the bottleneck: any width
     ((7, 1), (2, 2), 4, True, True),
-    ((7, 1), (4, 4), 1024, False, False),  # k x 1 kernels: a convolution beyond 4 pixels
+    ((7, 1), (4, 4), 1024, True, False),  # k x 1 kernels: forward only, wide, up to 8x8
+    ((1, 7), (8, 8), 512, True, False),
+    ((7, 1), (8, 8), 256, False, False),
+    ((1, 7), (16, 8), 1024, False, False),
     ((3, 3), (8, 8), 1024, True, True),
     ((3, 3), (8, 8), 256, False, True),  # narrow: YNNPACK keeps up forward
     ((5, 5), (8, 8), 512, False, True),  # 1600 pixel-taps
@@ -188,8 +193,9 @@ def test_im2col_rule(kernel, out_hw, cin, im2col, col2im):
   assert conv_ops._im2col_pays(shape, *out_hw, transposed=True) == col2im
 
 
-def test_wide_small_map_forward_is_one_matrix_product():
-  x, kernel, _, strides, padding = _inputs(CASES[-4])
+@pytest.mark.parametrize("case", CASES[-6:-2], ids=["3x3", "5x5_s2", "1x5", "7x1_s2"])
+def test_wide_small_map_forward_is_one_matrix_product(case):
+  x, kernel, _, strides, padding = _inputs(case)
   jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
   assert "conv_general_dilated" not in jaxpr and jaxpr.count("dot_general") == 1
 

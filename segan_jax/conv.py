@@ -14,9 +14,9 @@ but the gradients JAX derives from it often are not:
 built only from stride-1 forward convolutions and matrix products (float32 accumulation):
 
 * forward: `lax.conv_general_dilated`, except a 1x1 kernel (one matrix product), small outputs
-  (at most 4 pixels, or up to 8x8 for wide 2-D kernels: one im2col matrix product) and wide 3x3
-  layers on 16x16-32x32 maps (Winograd F(2x2, 3x3): 16 multiplications per 2x2 output tile
-  and channel pair instead of 36, as 16 matrix products);
+  (at most 4 pixels, or up to 8x8 for wide 2-D and k x 1 kernels: one im2col matrix product) and
+  wide 3x3 layers on 16x16-32x32 maps (Winograd F(2x2, 3x3): 16 multiplications per 2x2 output
+  tile and channel pair instead of 36, as 16 matrix products);
 * input gradient: a 1x1 kernel is one matrix product; small outputs (at most 4 pixels, 8x8 for 2-D
   kernels) are one transposed-im2col product whose per-tap slices are added back in place
   (col2im); otherwise stride 1 is the forward convolution of the output gradient with the

@@ -20,9 +20,9 @@ built only from stride-1 forward convolutions and matrix products (float32 accum
 * input gradient: a 1x1 kernel is one matrix product; small outputs (at most 4 pixels, 8x8 for 2-D
   kernels) are one transposed-im2col product whose per-tap slices are added back in place
   (col2im); otherwise stride 1 is the forward convolution of the output gradient with the
-  flipped, transposed kernel (Winograd where the forward rule says so), and stride s > 1 is split
-  into its s*s output phases ("sub-pixel" form), all computed by ONE stride-1 convolution with
-  s*s*cin output channels and interleaved by a reshape;
+  flipped, transposed kernel (Winograd or im2col where the forward rules say so), and stride
+  s > 1 is split into its s*s output phases ("sub-pixel" form), all computed by ONE stride-1
+  convolution with s*s*cin output channels and interleaved by a reshape;
 * kernel gradient: one (cin, rows) @ (rows, cout) product per kernel tap (the tap's shifted,
   strided input slice against the output gradient), looped over bands of output rows (the whole
   batch, about 4k rows a band) so that the slices stay in cache. Used where it measured faster
@@ -63,7 +63,7 @@ _KERNEL_GRAD_NARROW_ROWS = 16 * 64 * 64
 # to _IM2COL_MAX_PIXEL_TAPS pixels x taps with at least _IM2COL_MIN_CHANNELS input channels
 # (forward) and of up to _COL2IM_MAX_PIXELS pixels (input gradient); k x 1 and 1 x k kernels with
 # at least _IM2COL_MIN_CHANNELS input channels on up to _IM2COL_KX1_MAX_PIXELS output pixels
-# (forward only). See _im2col_pays.
+# (forward convolutions, the stride-1 input gradient's included; no col2im). See _im2col_pays.
 _IM2COL_MAX_PIXELS = 4
 _IM2COL_MAX_PIXEL_TAPS = 8 * 8 * 3 * 3
 _IM2COL_MIN_CHANNELS = 512
@@ -250,8 +250,9 @@ def _im2col_pays(kernel_shape: tuple[int, ...], ho: int, wo: int, *, transposed:
   6.2-7.2 ms). k x 1 kernels alone were a tie (5x1 1024->512 on 8x8: 23 ms against 21-37 ms), but
   in the width-64 network, where the decoder's d4 and d5 global convolutions have such layers on
   4x4-8x8 maps, im2col made inference 1.5% faster under both jaxlib versions (A/B, alternating,
-  median of 7: 1.903 -> 1.876 s and 1.783 -> 1.756 s) and training no slower (8.75 -> 8.67 s);
-  their input gradient stays a convolution. The input gradient's col2im gained on every 2-D kernel
+  median of 7: 1.903 -> 1.876 s and 1.783 -> 1.756 s) and training no slower (8.75 -> 8.67 s,
+  where the stride-1 input gradient, a forward convolution of the same map, takes it too; they
+  get no col2im). The input gradient's col2im gained on every 2-D kernel
   up to 8x8 maps (VJP 5x5 stride 2 256->512: 86 / 98 -> 57 / 62 ms; 3x3 256->256 on 4x4: 5.3 /
   7.0 -> 4.5 / 3.6 ms).
   """

@@ -39,16 +39,23 @@ CASES = [
     (2, 2, 4, 4, 5, 1, 7, (1, 2), ((0, 0), (3, 3))),
     (2, 16, 16, 4, 1, 5, 5, (1, 1), ((2, 2), (2, 2))),  # out_conv: ndf -> 1
     (2, 7, 5, 3, 4, 3, 2, (2, 3), ((1, 0), (2, 1))),  # asymmetric everything
-    # Wide layers on small maps: the forward pass as one im2col product (_im2col_pays).
+]
+# Wide layers on small maps: the forward pass as one im2col product (_im2col_pays).
+IM2COL_CASES = [
     (1, 8, 8, 512, 3, 3, 3, (1, 1), ((1, 1), (1, 1))),  # e4/d4 residual 3x3 at width 64
     (1, 8, 8, 512, 3, 5, 5, (2, 2), ((2, 2), (2, 2))),  # e5: 8 -> 4
     (1, 4, 8, 512, 3, 1, 5, (1, 1), ((0, 0), (2, 2))),  # d4's global convolution at width 64
     (1, 8, 4, 512, 3, 7, 1, (2, 1), ((3, 3), (0, 0))),  # a strided one
-    # Wide 3x3 layers on 16x16-32x32 maps: Winograd F(2x2, 3x3) (_winograd_pays), forward only
-    # and forward plus input gradient (whose flipped kernel is as wide).
+]
+# Wide 3x3 layers on 16x16-32x32 maps: Winograd F(2x2, 3x3) (_winograd_pays), forward only and
+# forward plus input gradient (whose flipped kernel is as wide).
+WINOGRAD_CASES = [
     (1, 16, 16, 256, 3, 3, 3, (1, 1), ((1, 1), (1, 1))),
     (1, 16, 16, 256, 256, 3, 3, (1, 1), ((1, 1), (1, 1))),
 ]
+# A wide k x 1 layer into wide outputs: its stride-1 input gradient is an im2col product too.
+KX1_WIDE_OUT = (1, 4, 8, 512, 512, 1, 5, (1, 1), ((0, 0), (2, 2)))
+CASES += IM2COL_CASES + [KX1_WIDE_OUT] + WINOGRAD_CASES
 
 
 def _reference(x, kernel, strides, padding):
@@ -177,7 +184,7 @@ def test_default_rule(case, per_tap):
 @pytest.mark.parametrize("kernel, out_hw, cin, im2col, col2im", [
     ((3, 3), (2, 2), 4, True, True),  # the bottleneck: any width
     ((7, 1), (2, 2), 4, True, True),
-    ((7, 1), (4, 4), 1024, True, False),  # k x 1 kernels: forward only, wide, up to 8x8
+    ((7, 1), (4, 4), 1024, True, False),  # k x 1 kernels: im2col (no col2im), wide, up to 8x8
     ((1, 7), (8, 8), 512, True, False),
     ((7, 1), (8, 8), 256, False, False),
     ((1, 7), (16, 8), 1024, False, False),
@@ -193,10 +200,17 @@ def test_im2col_rule(kernel, out_hw, cin, im2col, col2im):
   assert conv_ops._im2col_pays(shape, *out_hw, transposed=True) == col2im
 
 
-@pytest.mark.parametrize("case", CASES[-6:-2], ids=["3x3", "5x5_s2", "1x5", "7x1_s2"])
+@pytest.mark.parametrize("case", IM2COL_CASES, ids=["3x3", "5x5_s2", "1x5", "7x1_s2"])
 def test_wide_small_map_forward_is_one_matrix_product(case):
   x, kernel, _, strides, padding = _inputs(case)
   jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
+  assert "conv_general_dilated" not in jaxpr and jaxpr.count("dot_general") == 1
+
+
+def test_wide_kx1_input_gradient_is_one_matrix_product():
+  x, kernel, cotangent, strides, padding = _inputs(KX1_WIDE_OUT)
+  jaxpr = str(jax.make_jaxpr(lambda g, k: conv_ops._input_grad(g, k, x.shape, strides, padding))(
+      cotangent, kernel))
   assert "conv_general_dilated" not in jaxpr and jaxpr.count("dot_general") == 1
 
 
@@ -219,7 +233,7 @@ def test_winograd_rule(shape, dtype, padding, winograd):
 
 
 def test_winograd_forward_has_no_convolution():
-  x, kernel, _, strides, padding = _inputs(CASES[-2])
+  x, kernel, _, strides, padding = _inputs(WINOGRAD_CASES[0])
   jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
   assert "conv_general_dilated" not in jaxpr
   _close(jax.jit(_cpu, static_argnums=(2, 3))(x, kernel, strides, padding),

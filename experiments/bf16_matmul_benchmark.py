@@ -51,7 +51,7 @@ def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def conv3x3_im2col(x: jax.Array, k: jax.Array) -> jax.Array:
   """One (pixels, 9 cin) @ (9 cin, cout) product."""
-  b, h, w, cin = x.shape
+  _, h, w, cin = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], -1)
   return _dot(cols, k.reshape(9 * cin, -1))
@@ -59,7 +59,7 @@ def conv3x3_im2col(x: jax.Array, k: jax.Array) -> jax.Array:
 
 def conv3x3_rows(x: jax.Array, k: jax.Array) -> jax.Array:
   """Columns gathered once, then one (pixels, 3 cin) @ (3 cin, cout) product per kernel row."""
-  b, h, w, cin = x.shape
+  _, h, w, cin = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   cols = jnp.concatenate([xp[:, :, j:j + w] for j in range(3)], -1)
   return sum(_dot(cols[:, i:i + h], k[i].reshape(3 * cin, -1)) for i in range(3))
@@ -67,7 +67,7 @@ def conv3x3_rows(x: jax.Array, k: jax.Array) -> jax.Array:
 
 def conv3x3_taps(x: jax.Array, k: jax.Array) -> jax.Array:
   """One (pixels, cin) @ (cin, cout) product per kernel tap."""
-  b, h, w, cin = x.shape
+  _, h, w, cin = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   return sum(_dot(xp[:, i:i + h, j:j + w], k[i, j]) for i in range(3) for j in range(3))
 

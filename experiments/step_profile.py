@@ -5,7 +5,7 @@
 
 Pieces, each jitted on its own: S's forward (training mode), S's forward + backward, C's forward
 (one masked pass), C's forward + backward, the critic step and the segmentor step of
-segan_jax.steps. With --torch the same pieces of segan_jax/torch_reference.py run in the same
+segan_jax.steps. With --torch the same pieces of experiments/torch_reference.py run in the same
 process, alternating with segan_jax's, on the same batch and threads (as segan_jax.benchmark).
 With --profile the segmentor step is traced with jax.profiler and its XLA operations are summed
 by kind (CPU time, summed over threads): convolutions and matrix products against the rest.
@@ -69,8 +69,7 @@ def _pieces(config, batch):
 def _torch_pieces(config, local):
   import torch
 
-  from segan_jax import torch_reference
-  from segan_jax.benchmark import _to_torch, _torch_model
+  from segan_jax.benchmark import _to_torch, _torch_model, torch_reference
 
   model, _ = _torch_model(config, use_cuda=False)
   images, masks = _to_torch(local["image"], "cpu"), _to_torch(local["mask"], "cpu")
@@ -86,11 +85,11 @@ def _torch_pieces(config, local):
 
   def c_fwd():
     with torch.no_grad():
-      c(torch_reference.mask_images(images, masks))
+      c(torch_reference().mask_images(images, masks))
 
   def c_fwd_bwd():
     c.zero_grad()
-    sum((f ** 2).mean() for f in c(torch_reference.mask_images(images, masks))).backward()
+    sum((f ** 2).mean() for f in c(torch_reference().mask_images(images, masks))).backward()
 
   return {"S forward (training mode)": s_fwd, "S forward + backward": s_fwd_bwd,
           "C forward (one pass)": c_fwd, "C forward + backward": c_fwd_bwd,

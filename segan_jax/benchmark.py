@@ -20,8 +20,9 @@ Measures, for the config (and the flags overriding it):
 * input pipeline: images/s drawn from the configured loader (config.data.loader) on the embedded
   synthetic data, with the config's augmentation.
 
-With `--torch`, an equivalent PyTorch SegAN (segan_jax/torch_reference.py, same architecture and
-the same iteration) runs in the same process on the same batch with the same number of threads,
+With `--torch`, an equivalent PyTorch SegAN (experiments/torch_reference.py, same architecture and
+the same iteration; it is part of the repository checkout, not of the installed package, so run
+`--torch` from a checkout: `pip install -e ".[bench]"`) runs in the same process on the same batch with the same number of threads,
 its timed iterations ALTERNATING with segan_jax's, so that the ratio holds on a busy machine;
 `--dtype=bfloat16` runs PyTorch under bfloat16 autocast. PyTorch's OpenMP threads wait passively
 (OMP_WAIT_POLICY=PASSIVE, see --omp_wait_policy) unless told otherwise, and both run with glibc's
@@ -34,6 +35,7 @@ without --torch).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -44,6 +46,8 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from absl import app, flags
@@ -65,7 +69,8 @@ flags.DEFINE_integer("host_devices", 0, "On the CPU backend, split the host into
                      "devices (--xla_force_host_platform_device_count), to try --devices > 1.")
 flags.DEFINE_integer("steps", 5, "Timed iterations (the median is reported).")
 flags.DEFINE_integer("warmup", 2, "Untimed iterations first (after compiling).")
-flags.DEFINE_bool("torch", False, "Compare with the PyTorch reference (needs torch installed).")
+flags.DEFINE_bool("torch", False, "Compare with the PyTorch reference (needs torch installed and "
+                  "the repository checkout: experiments/torch_reference.py).")
 flags.DEFINE_integer("threads", 0, "CPU threads for both frameworks (0: every core this process "
                      "may use). Fewer restricts the process's CPU affinity, which XLA's thread "
                      "pools follow, and sets torch.set_num_threads.")
@@ -192,11 +197,47 @@ def _synthetic_batch(batch: int, side: int, num_classes: int, seed: int = 0):
   return {"image": images, "mask": masks}
 
 
+TORCH_REFERENCE = Path(__file__).resolve().parents[1] / "experiments" / "torch_reference.py"
+_TORCH_REFERENCE_MODULE = "segan_jax_torch_reference"
+
+
+def torch_reference_path() -> Path | None:
+  """experiments/torch_reference.py of the repository checkout this package runs from (an
+  editable install) or of the current folder; None where neither has it."""
+  for path in (TORCH_REFERENCE, Path.cwd() / "experiments" / "torch_reference.py"):
+    if path.is_file():
+      return path
+  return None
+
+
+def torch_reference() -> ModuleType:
+  """The PyTorch reference SegAN (experiments/torch_reference.py), loaded once from the checkout.
+
+  Raises ImportError where the checkout's file is missing (an installed package has no
+  experiments/ folder) or torch is not installed.
+  """
+  if _TORCH_REFERENCE_MODULE in sys.modules:
+    return sys.modules[_TORCH_REFERENCE_MODULE]
+  path = torch_reference_path()
+  if path is None:
+    raise ImportError("The PyTorch reference (experiments/torch_reference.py) is part of the "
+                      "segan_jax repository, not of the installed package: run --torch from a "
+                      "checkout (pip install -e '.[bench]').")
+  spec = importlib.util.spec_from_file_location(_TORCH_REFERENCE_MODULE, path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[_TORCH_REFERENCE_MODULE] = module
+  try:
+    spec.loader.exec_module(module)
+  except BaseException:
+    del sys.modules[_TORCH_REFERENCE_MODULE]
+    raise
+  return module
+
+
 def _torch_model(config, use_cuda: bool):
-  from segan_jax import torch_reference
   import torch
   weights = tuple(float(w) for w in config.loss.layer_weights) or None
-  return torch_reference.SegAN(
+  return torch_reference().SegAN(
       width=config.model.width, num_classes=config.model.num_classes,
       critic_global_conv=config.model.critic_global_conv, lr=config.optim.learning_rate,
       b1=config.optim.b1, b2=config.optim.b2, critic_clip=config.train.critic_clip,
@@ -385,8 +426,7 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
 
 
 def _to_torch(x, device):
-  from segan_jax.torch_reference import to_nchw
-  return to_nchw(x, device)
+  return torch_reference().to_nchw(x, device)
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
@@ -500,6 +540,10 @@ def main(argv):
     except ImportError:
       raise app.UsageError("--torch needs PyTorch: pip install 'segan_jax[bench]' "
                            "(torch==2.13.0).")
+    if torch_reference_path() is None:
+      raise app.UsageError("--torch needs the repository checkout: the PyTorch reference is "
+                           "experiments/torch_reference.py, which the installed package lacks. "
+                           "Run it from a clone of the repository.")
   try:
     result = run(config, devices=FLAGS.devices, steps=FLAGS.steps, warmup=FLAGS.warmup,
                  use_torch=FLAGS.torch, threads=threads, do_train=FLAGS.train,

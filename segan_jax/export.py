@@ -2,6 +2,7 @@
 
   python -m segan_jax.export --workdir=RUN [--workdir=RUN2 ...] --output=DIR [--tta]
       [--platforms=cpu,cuda]
+  (or the console script `segan-export` with the same flags)
 
 The SavedModel needs only TensorFlow (`tf.saved_model.load(DIR)`; TF Serving works too): the JAX
 function is converted with `jax.experimental.jax2tf` (native serialization: the StableHLO of the
@@ -190,8 +191,30 @@ def main(argv):
         "(images=uint8 [B,S,S,3])")
 
 
-if __name__ == "__main__":
+def _console_script_help():
+  """Makes `segan-export --help` show what `python -m segan_jax.export --help` shows.
+
+  absl's --help prints the docstring of the __main__ module and the flags __main__ defined;
+  under the console script __main__ is the script's wrapper, which has neither.
+  """
+  from absl import flags
+  if __name__ == "__main__":
+    return
+  wrapper = sys.modules.get("__main__")
+  if wrapper is not None and not getattr(wrapper, "__doc__", None):
+    wrapper.__doc__ = __doc__
+  for flag in flags.FLAGS.get_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def run():
+  """The command line: `python -m segan_jax.export` and the `segan-export` console script."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from absl import app
   _define_flags()
+  _console_script_help()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

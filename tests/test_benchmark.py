@@ -100,13 +100,19 @@ def test_report_without_torch_ends_with_nan_ratios():
   assert lines[-1] == "train_ratio_vs_torch=nan infer_ratio_vs_torch=nan"
 
 
+def test_torch_reference_is_found_in_the_checkout():
+  # experiments/torch_reference.py is part of the repository, not of the installed package.
+  assert benchmark.torch_reference_path() == benchmark.TORCH_REFERENCE
+  assert benchmark.TORCH_REFERENCE.is_file()
+
+
 @needs_torch
 def test_torch_reference_weight_counts_match_jax_at_width_64():
   import torch
-  from segan_jax import torch_reference as ref
+  ref = benchmark.torch_reference()
   with torch.device("meta"):  # shapes only, no 600 MB allocation
     s, c = ref.Segmentor(width=64), ref.Critic(width=64)
-  # The same counts as tests/test_models.py asserts for the Flax models (DESIGN.md section 1).
+  # The same counts as tests/test_models.py asserts for the Flax models (docs/architecture.md).
   assert ref.count_kernel_weights(s) == 156_207_872
   assert ref.count_kernel_weights(c) == 9_389_248
 
@@ -118,7 +124,7 @@ def test_torch_reference_computes_the_same_as_the_flax_models(network):
   # BatchNorm over the 1x1 bottleneck of a batch of 2 amplifies rounding to ~1e-4).
   import jax.numpy as jnp
   import torch
-  from segan_jax import torch_reference as ref
+  ref = benchmark.torch_reference()
   from segan_jax.models import Critic, Segmentor, mask_images
 
   rng = np.random.default_rng(0)
@@ -163,7 +169,7 @@ def test_torch_reference_computes_the_same_as_the_flax_models(network):
 @needs_torch
 def test_torch_reference_training_iteration():
   import torch
-  from segan_jax import torch_reference as ref
+  ref = benchmark.torch_reference()
   threads = torch.get_num_threads()
   torch.set_num_threads(1)  # tiny layers: OpenMP's spin-waiting costs more than it gains
   try:

@@ -1,6 +1,6 @@
 """An equivalent SegAN in PyTorch (NCHW), used only by the benchmark's `--torch` comparison.
 
-Built from the same architecture table (DESIGN.md section 1) as segan_jax.models: the same layer
+Built from the same architecture table (docs/architecture.md) as segan_jax.models: the same layer
 widths, kernels, strides, symmetric PyTorch-style padding, BatchNorm (momentum 0.1 = Flax's 0.9,
 eps 1e-5), LeakyReLU 0.2 / ReLU, residual blocks, global convolution blocks, bilinear x2
 upsampling (half-pixel centres, edge clamped: `align_corners=False`) and concatenations, and the
@@ -9,7 +9,9 @@ critic passes, multi-scale L1, Adam, critic parameters clamped to +-0.05) then a
 (Adam, the critic fixed). Module names follow the Flax modules' names, so `load_flax_variables`
 can copy a segan_jax model's weights into it (the tests compare the two forward passes).
 
-Requires `torch` (optional extra `[bench]`); segan_jax itself never imports this module.
+Requires `torch` (optional extra `[bench]`). It lives in the repository's experiments/ folder, not
+in the installed package: `python -m segan_jax.benchmark --torch` loads it from the checkout
+(segan_jax.benchmark.torch_reference), as do experiments/step_profile.py and the tests.
 """
 
 from __future__ import annotations

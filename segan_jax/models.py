@@ -1,4 +1,4 @@
-"""SegAN's segmentor S and critic C (DESIGN.md section 1), as Flax Linen modules in NHWC."""
+"""SegAN's segmentor S and critic C (docs/architecture.md), as Flax Linen modules in NHWC."""
 
 from typing import Any
 

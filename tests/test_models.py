@@ -19,7 +19,7 @@ def _abstract_params(module):
 
 
 def test_kernel_weight_counts_at_width_64():
-  # The authors' architecture (DESIGN.md section 1).
+  # The architecture of docs/architecture.md (section 1).
   assert count_kernel_weights(_abstract_params(Segmentor(width=64))) == 156_207_872
   assert count_kernel_weights(_abstract_params(Critic(width=64))) == 9_389_248
 

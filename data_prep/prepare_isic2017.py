@@ -3,8 +3,8 @@ r"""Builds the `isic2017` TFDS dataset from the official zips or any folder of i
   # From the six official zips (or their extracted folders) in ~/isic2017_zips:
   python data_prep/prepare_isic2017.py --source=~/isic2017_zips --data_dir=~/tensorflow_datasets
 
-  # From a folder of pairs (ISIC layout, or images/ + masks/), e.g. the shared training copy:
-  python data_prep/prepare_isic2017.py --source=../shared/data/isic2017 --data_dir=/tmp/tfds
+  # From a folder of pairs (ISIC layout, or images/ + masks/), e.g. the training pairs alone:
+  python data_prep/prepare_isic2017.py --source=/data/isic2017 --data_dir=/tmp/tfds
 
   # Download the zips from the official URLs (needs internet), then build:
   python data_prep/prepare_isic2017.py --download --data_dir=~/tensorflow_datasets

@@ -1,7 +1,7 @@
-"""Issue 7's ablation driver: SegAN's ideas measured on the real ISIC 2017 training pairs.
+"""Ablation driver: SegAN's ideas measured on the real ISIC 2017 training pairs.
 
   # train and score one row (every seed), or all rows; each run is resumable
-  python experiments/ablation.py --data_dir=../shared/data/isic2017 --out=runs/ablation \
+  python experiments/ablation.py --data_dir=/data/isic2017 --out=runs/ablation \
       --rows=segan_paper --seeds=0,1
   # the ensemble of the segan_paper seeds, then the table
   python experiments/ablation.py --out=runs/ablation --ensemble=segan_paper --seeds=0,1,2
@@ -141,7 +141,9 @@ def compare(args, row_a: str, row_b: str, variant: str = "model", draws: int = 1
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", default="../shared/data/isic2017")
+  parser.add_argument("--data_dir", default=os.environ.get("SEGAN_ISIC2017_DIR", ""),
+                      help="folder of the real ISIC 2017 training pairs in the official layout "
+                           "(default: $SEGAN_ISIC2017_DIR); needed to train rows")
   parser.add_argument("--out", default="runs/ablation")
   parser.add_argument("--rows", default="", help=f"comma-separated, from {list(ROWS)}, or 'all'")
   parser.add_argument("--seeds", default="0")
@@ -166,7 +168,9 @@ def main() -> None:
   unknown = [r for r in rows + ([args.ensemble] if args.ensemble else []) if r not in ROWS]
   if unknown:
     parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
-  args.data_dir = os.path.abspath(args.data_dir)
+  if rows and not args.data_dir:
+    parser.error("--data_dir (or SEGAN_ISIC2017_DIR) must name the folder of real ISIC 2017 pairs")
+  args.data_dir = os.path.abspath(args.data_dir) if args.data_dir else ""
   args.val_ids = os.path.abspath(args.val_ids)
   for row in rows:
     for seed in seeds:

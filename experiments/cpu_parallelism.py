@@ -1,4 +1,4 @@
-"""The three CPU-throughput changes of session 3, each measured against its absence in one process.
+"""Three CPU-throughput choices of segan_jax, each measured against its absence in one process.
 
   python experiments/cpu_parallelism.py --width=16 --batch=25 --repeats=7
 

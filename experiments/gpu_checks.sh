@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of one short device lease, in one call, each stage bounded by what is left of
-# BUDGET_S seconds:
+# The GPU checks in one call, for a machine available for a few minutes only; each stage is
+# bounded by what is left of BUDGET_S seconds:
 #   1. environment (GPU, driver, jax/flax/optax/orbax/torch versions, TF32 settings);
 #   2. segan_jax.benchmark against the PyTorch reference in the same process, batch 25: widths 64
 #      and 16 in float32, width 64 in bfloat16 (BENCH_SPECS), plus the numpy input pipeline;
@@ -91,7 +91,7 @@ for path in glob.glob(f"{work}/bench_w{width}_float32.json"):
   iter_s = r["segan_jax_train_s"]
   compile_s = r["train_lower_s"] + r["train_compile_s"] + r.get("infer_compile_s", 0.0)
   pipe = r.get("pipeline_images_per_s", pipe)
-# The full-width H200 run of session 4 trained at 16-23 steps/s against a benchmark bound of
+# A full-width run on one H200 (2026-11-26) trained at 16-23 steps/s against a benchmark bound of
 # 29.6 (pipeline) and took 105 s to its first validation: hence the margins below.
 per_step = max(iter_s, 25.0 / pipe) * 1.8 + 0.002
 # start-up: data scan and decode, compiling, four validation passes (about 10 s each), checkpoints

@@ -1,6 +1,6 @@
-"""Splits the shared ISIC 2017 training pairs into train/ and test/ folders of symlinks.
+"""Splits a folder of ISIC 2017 training pairs into train/ and test/ folders of symlinks.
 
-  python experiments/isic_holdout_split.py --data=../shared/data/isic2017 --out=/tmp/isic_split \
+  python experiments/isic_holdout_split.py --data=/data/isic2017 --out=/tmp/isic_split \
       [--test_size=200] [--seed=2017]
 
 Writes OUT/{train,test}/{images,masks}/ (the generic folder layout of segan_jax.data.folder:

@@ -7,7 +7,7 @@ segan_jax.train.load_data does once at start-up; that one-time load (decode + ch
 timed separately. Rows: full paper augmentation, and without colour jitter (geometry only).
 
 Usage (2 CPU cores; --threads caps tf.data's intra/inter-op pools, 0 = TF's default):
-  python experiments/pipeline_benchmark.py --real_dir=../shared/data/isic2017 --batches=40
+  python experiments/pipeline_benchmark.py --real_dir=/data/isic2017 --batches=40
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def measure(name: str, config, args) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--real_dir", default=str(Path(__file__).resolve().parents[2] / "shared" /
-                                                "data" / "isic2017"),
-                      help="Folder of real pairs (skipped when absent).")
+  parser.add_argument("--real_dir", default=os.environ.get("SEGAN_ISIC2017_DIR", ""),
+                      help="Folder of real pairs, e.g. the ISIC 2017 training pairs in the "
+                           "official layout (default: $SEGAN_ISIC2017_DIR; skipped when absent).")
   parser.add_argument("--synthetic_size", type=int, default=500)
   parser.add_argument("--batch_size", type=int, default=25)
   parser.add_argument("--batches", type=int, default=40)
@@ -75,14 +75,14 @@ def main() -> None:
   config.data.train_size = args.synthetic_size
   measure(f"synthetic ({args.synthetic_size})", config, args)
 
-  if os.path.isdir(args.real_dir):
+  if args.real_dir and os.path.isdir(args.real_dir):
     config = default.get_config()
     config.train.batch_size = args.batch_size
     config.data.source = "folder"
     config.data.dir = args.real_dir
     measure(f"real folder {args.real_dir}", config, args)
   else:
-    print(f"real data: {args.real_dir} not found, skipped")
+    print(f"real data: {args.real_dir or '(no --real_dir)'} not found, skipped")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ width-16 iteration on 2 cores, 1.45 million faults and 4-16 s at width 64. Two r
   Thread arenas map blocks over 64 MiB whatever the tunables say, so JAX must also run CPU
   computations synchronously, on (and allocating from) the calling thread:
   jax_cpu_enable_async_dispatch=False. No page faults after the first iteration; a width-64
-  training iteration 11.0-11.5 s instead of 13.6-14.2 s (experiments/RESULTS.md, "Session 5").
+  training iteration 11.0-11.5 s instead of 13.6-14.2 s (experiments/RESULTS.md, "Host memory").
 * huge pages (`--huge_pages`): glibc.malloc.hugetlb=1 (glibc 2.35+) asks for transparent huge
-  pages on what malloc maps (a width-16 iteration 1.45 s -> 1.13-1.20 s on its own, "Session 4").
+  pages on what malloc maps (a width-16 iteration 1.45 s -> 1.13-1.20 s on its own, same section).
 
 glibc reads its tunables only when a process starts, so `configure` starts the same command again
 once with them in GLIBC_TUNABLES. A tunable the user already set there (to any value) is kept.

@@ -1,5 +1,6 @@
 """Tiny image/mask fixtures in the official ISIC 2017 layout (folders or zips) and in images/ +
-masks/ folders, for the folder-source and TFDS-builder tests."""
+masks/ folders, for the folder-source and TFDS-builder tests; and where the real ISIC 2017 data
+are, for the tests that use them."""
 
 import io
 import os
@@ -9,6 +10,21 @@ import zlib
 
 import numpy as np
 from PIL import Image
+
+# The real ISIC 2017 training pairs in the official folder layout, for the few tests that use real
+# data (they skip where the folder is absent): the folder SEGAN_ISIC2017_DIR names. Without it,
+# a development checkout's sibling folder ../shared/data/isic2017 (this is the only place that
+# path appears).
+ISIC2017_DIR_VARIABLE = "SEGAN_ISIC2017_DIR"
+_DEVELOPMENT_COPY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                                 "data", "isic2017")
+
+
+def real_isic2017_dir() -> str:
+  """The folder of the real ISIC 2017 pairs ($SEGAN_ISIC2017_DIR, else the development copy);
+  it may not exist, and tests that need it skip then."""
+  return os.path.normpath(os.environ.get(ISIC2017_DIR_VARIABLE) or _DEVELOPMENT_COPY)
+
 
 SKIN = (205, 150, 120)
 LESION = (90, 40, 30)
@@ -57,7 +73,8 @@ def isic_files(counts: dict[str, int], test_masks: bool = True, mask_scale: int 
   """{folder name: {file name: bytes}} of the official layout, with the extras the zips hold.
 
   mask_scale > 1: masks at mask_scale times the image size (images are the downscaled copies);
-  image_size: every image resized to this (h, w), masks kept (like ../shared/data/isic2017).
+  image_size: every image resized to this (h, w), masks kept (like real_isic2017_dir()'s copy:
+  256x256 images, original-size masks).
   """
   folders = {}
   for split, ids in isic_ids(counts).items():

@@ -13,9 +13,7 @@ from segan_jax.configs import default
 from segan_jax.data import arrays, folder, sources
 from segan_jax.data.folder import DataError, Options
 
-REAL_DATA = os.environ.get(
-    "SEGAN_ISIC2017_DIR",
-    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "isic2017"))
+REAL_DATA = fx.real_isic2017_dir()
 
 COUNTS = {"Training": 6, "Validation": 2, "Test_v2": 3}
 
@@ -266,7 +264,7 @@ def test_size_check_modes(tmp_path):
 
 
 def test_uniformly_resized_images_are_accepted_with_the_mask_as_original_size(tmp_path):
-  # Like ../shared/data/isic2017: every image squashed to one size, masks at original size.
+  # Like the real-data copy of the tests: every image squashed to one size, masks at original size.
   fx.write_folders(tmp_path, fx.isic_files({"Training": 4}, mask_scale=2, image_size=(16, 16)))
   pairs = folder.scan(str(tmp_path))["train"]
   assert {p.image_size for p in pairs} == {(16, 16)} and {p.mask_size for p in pairs} == {(48, 64)}
@@ -348,15 +346,17 @@ def test_all_pairs_bad_is_an_error_even_when_skipping(tmp_path):
     folder.scan(str(tmp_path), Options(on_bad_pairs="skip"))
 
 
-# --- real data (../shared/data/isic2017), skipped where absent --------------------------------
+# --- real data ($SEGAN_ISIC2017_DIR, see isic_fixtures.py), skipped where absent -------------
 
-@pytest.mark.skipif(not os.path.isdir(REAL_DATA), reason=f"no real ISIC 2017 data at {REAL_DATA}")
+@pytest.mark.skipif(not os.path.isdir(REAL_DATA),
+                    reason=f"no real ISIC 2017 data at {REAL_DATA} (set {fx.ISIC2017_DIR_VARIABLE})")
 def test_real_isic2017_folder():
   """Scans all 2000 pairs (headers only) and decodes a few; SEGAN_REAL_DATA_FULL=1 decodes all."""
   splits = folder.scan(REAL_DATA)
   pairs = splits["train"]
   assert len(pairs) == 2000 and pairs[0].id == "ISIC_0000000"
-  assert all(p.image_size == (256, 256) for p in pairs)  # the shared copy's squashed images
+  # Every image's size read from its header (the development copy: all squashed to 256x256).
+  assert all(len(p.image_size) == 2 and min(p.image_size) > 0 for p in pairs)
   subset = pairs if os.environ.get("SEGAN_REAL_DATA_FULL") else pairs[::250]
   for d in folder.decode(subset, image_size=(135, 180), mask_size=(135, 180)):
     assert d.image.shape == (135, 180, 3) and set(np.unique(d.mask)) <= {0, 255}

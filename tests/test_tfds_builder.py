@@ -94,7 +94,7 @@ def test_evaluation_splits_of_the_tfds_source(tmp_path):
 
 
 def test_tfds_source_matches_the_folder_source(tmp_path):
-  # A folder of training pairs only, with squashed images (like ../shared/data/isic2017):
+  # A folder of training pairs only, with squashed images (like the real-data copy of the tests):
   # both sources hold out the same ids and give the same arrays.
   fx.write_folders(tmp_path / "pairs", fx.isic_files({"Training": 10}, mask_scale=2,
                                                      image_size=(20, 20)))

@@ -105,7 +105,7 @@ def randomise_batch_norm(model: torch.nn.Module, run: Callable[[], torch.Tensor]
 
 def block_outputs(model: torch.nn.Module, run: Callable[[], torch.Tensor],
                   image: slice | None = None) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-  """Runs `run()`: each top-level child's output (of images `image`, default all), and the result."""
+  """Runs `run()`: each top-level child's output (of images `image`, default all) and the result."""
   outputs, handles = {}, []
   for name, child in model.named_children():
     def hook(_, __, out, name=name):

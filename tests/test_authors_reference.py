@@ -243,7 +243,7 @@ def _as_authors(record=None, residual_bn=False, align_corners=True, one_pass_var
     return out
 
   with pytest.MonkeyPatch.context() as mp, nn.intercept_methods(interceptor):
-    if align_corners:  # DEVIATIONS["upsampling"]: d1 and d2 (d4-d8 fuse theirs, see above)
+    if align_corners:  # DEVIATIONS["upsampling"]: d1, d2 (d4-d8: the interceptor)
       mp.setattr(models, "upsample2x_bilinear", _align_corners_up)
     if not one_pass_variance:  # DEVIATIONS["batch_variance"]
       mp.setattr(layers.nn, "BatchNorm", _TwoPassBatchNorm)  # what layers.batch_norm builds
@@ -307,7 +307,7 @@ def test_segmentor_every_block_equals_the_authors_in_eval_mode(ref):
 
 
 def test_segmentor_equals_the_authors_half_pixel_upsampling(ref):
-  """With today's F.upsample (align_corners=False), NetS computes what segan_jax computes as it is."""
+  """With today's F.upsample (align_corners=False), NetS computes what segan_jax computes as is."""
   variables, _ = segmentor_variables(ref)
   out, _, _ = _run(Segmentor(width=2), variables, _x(ref), False, align_corners=False)
   _assert_close(out[:1], _nhwc(ref["S_eval_hp/deconvblock9"]), "logits")

@@ -1,10 +1,12 @@
 """Start-up checks of a config: every invalid value fails early with the field's name."""
 
+import math
 import os
 
 import ml_collections
 
 from segan_jax.data.folder import NONBINARY_MASKS, ON_BAD_PAIRS, SIZE_CHECKS
+from segan_jax.errors import UserError
 from segan_jax.losses import FEATURE_REDUCTIONS
 from segan_jax.schedules import LR_SCHEDULES
 
@@ -15,7 +17,7 @@ SOURCES = ("synthetic", "folder", "tfds")
 LOADERS = ("tfdata", "numpy")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config field has an invalid value."""
 
 
@@ -32,10 +34,10 @@ def _positive_int(config, field: str, minimum: int = 1) -> None:
 
 def _number(config, field: str, lo: float, hi: float, lo_open=False, hi_open=False) -> None:
   value = _get(config, field)
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
   ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-  interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-  _require(ok, field, f"must be a number in {interval}", value)
+  interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or math.isinf(hi) else ']'}"
+  _require(ok, field, f"must be a finite number in {interval}", value)
 
 
 def _choice(config, field: str, choices) -> None:
@@ -102,8 +104,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "loss.adversarial_weight", 0.0, inf)
   weights = tuple(_get(config, "loss.layer_weights") or ())
   _require(len(weights) in (0, NUM_CRITIC_FEATURES) and all(
-      isinstance(w, (int, float)) and w >= 0 for w in weights), "loss.layer_weights",
-           f"must be empty (all 1) or {NUM_CRITIC_FEATURES} non-negative numbers, one per critic "
+      isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+      for w in weights), "loss.layer_weights",
+           f"must be empty (all 1) or {NUM_CRITIC_FEATURES} finite non-negative numbers, one per critic "
            "feature map (masked input, c1..c6)", weights)
   _choice(config, "loss.feature_reduction", FEATURE_REDUCTIONS)
   _number(config, "loss.dice_weight", 0.0, inf)
@@ -126,7 +129,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "schedule.k_floor", 0.0, inf, lo_open=True)
 
   _positive_int(config, "train.batch_size")
-  _positive_int(config, "train.num_steps", minimum=0)
+  _positive_int(config, "train.num_steps")
   _positive_int(config, "train.seed", minimum=0)
   _number(config, "train.critic_clip", 0.0, inf, lo_open=True)
   for every in ("log_every", "eval_every", "checkpoint_every"):

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from segan_jax import compilation_cache, host_memory, inference, metrics, overlays, validation
+from segan_jax import cli, compilation_cache, host_memory, inference, metrics, overlays, validation
 from segan_jax.data import arrays as data_arrays
+from segan_jax.errors import UserError
 
 SPLITS = ("validation", "test", "train", "all")
 DEFAULT_K_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -38,7 +39,7 @@ DEFAULT_THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_K, PAPER_THRESHOLD = 0.3, 0.4  # tie-breakers of the search (Xue et al. picked these)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
   """The requested evaluation cannot be done (no masks, search outside validation, ...)."""
 
 
@@ -457,36 +458,41 @@ def _define_flags():
 
 
 def main(argv):
-  from absl import app, flags
+  from absl import flags
   FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
-  import jax
-  compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags take the form "
+                    "--name=value)")
   steps = FLAGS.search_steps
   if steps not in ("all", "latest"):
-    steps = [int(s) for s in steps.split(",") if s]
+    try:
+      steps = [int(s) for s in steps.split(",") if s]
+    except ValueError as e:
+      raise UserError(f"--search_steps must be all, latest or a list of steps (got "
+                      f"{FLAGS.search_steps!r}).") from e
   try:
-    evaluate(FLAGS.workdir, split=FLAGS.split, tta="flips" if FLAGS.tta else "none",
-             data_source=FLAGS.data_source, data_dir=FLAGS.data_dir, output=FLAGS.output,
-             search=FLAGS.search, k_grid=[float(k) for k in FLAGS.k_grid],
-             threshold_grid=[float(t) for t in FLAGS.threshold_grid], search_steps=steps,
-             step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,
-             use_selection=FLAGS.use_selection, batch_size=FLAGS.batch_size,
-             num_worst=FLAGS.num_worst, num_examples=FLAGS.num_examples)
-  except (EvaluationError, inference.RunError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except ValueError as e:  # bad input data (segan_jax.data.folder.DataError names the file)
-    if type(e).__name__ != "DataError":
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    k_grid = [float(k) for k in FLAGS.k_grid]
+    threshold_grid = [float(t) for t in FLAGS.threshold_grid]
+  except ValueError as e:
+    raise UserError(f"--k_grid and --threshold_grid take numbers: {e}.") from e
+  if FLAGS.batch_size < 1:
+    raise UserError(f"--batch_size must be >= 1 (got {FLAGS.batch_size}).")
+  host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
+  import jax  # noqa: F401 - after configure, which may restart the process
+  compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
+  evaluate(FLAGS.workdir, split=FLAGS.split, tta="flips" if FLAGS.tta else "none",
+           data_source=FLAGS.data_source, data_dir=FLAGS.data_dir, output=FLAGS.output,
+           search=FLAGS.search, k_grid=k_grid, threshold_grid=threshold_grid,
+           search_steps=steps, step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,
+           use_selection=FLAGS.use_selection, batch_size=FLAGS.batch_size,
+           num_worst=FLAGS.num_worst, num_examples=FLAGS.num_examples)
+
+
+def run() -> None:
+  """The command line (`python -m segan_jax.evaluate`, the `segan-evaluate` console script)."""
+  _define_flags()
+  cli.run(main, __name__, __doc__)
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from absl import app
-  _define_flags()
-  app.run(main)
+  run()

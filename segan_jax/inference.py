@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from segan_jax import checkpoints
+from segan_jax.errors import UserError
 from segan_jax.data.arrays import normalize
 from segan_jax.models import segment_inference
 
@@ -39,7 +40,7 @@ _VIEWS = {"none": ((False, False),),
           "flips": ((False, False), (False, True), (True, False), (True, True))}
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
   """A workdir is not a usable trained run (missing files, unknown step, incompatible runs)."""
 
 
@@ -103,10 +104,10 @@ def _manager(workdir: str):
 
 
 def available_steps(workdir: str) -> list[int]:
-  """The checkpointed steps of a run, ascending."""
+  """The checkpointed steps of a run whose folders are complete, ascending."""
   manager = _manager(workdir)
   try:
-    return sorted(int(s) for s in manager.all_steps())
+    return checkpoints.intact_steps(manager)
   finally:
     with checkpoints.quiet_orbax():
       manager.close()
@@ -117,8 +118,15 @@ def read_selection(workdir: str) -> dict[str, Any] | None:
   path = os.path.join(workdir, SELECTION_FILE)
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      selection = json.load(f)
+  except (OSError, ValueError) as e:
+    raise RunError(f"{path} cannot be read ({e}); rerun `segan_jax.evaluate --search`, or pass "
+                   "--nouse_selection.") from e
+  if not isinstance(selection, dict):
+    raise RunError(f"{path} is not a selection written by `segan_jax.evaluate --search`.")
+  return selection
 
 
 def write_selection(workdir: str, selection: dict[str, Any]) -> str:
@@ -148,17 +156,23 @@ def load_model(workdir: str, step: int | None = None, k: float | None = None,
   sources = {}
   manager = _manager(workdir)
   try:
-    steps = sorted(int(s) for s in manager.all_steps())
+    steps = checkpoints.intact_steps(manager)
     if not steps:
-      raise RunError(f"{workdir!r} has no checkpoint yet.")
+      raise RunError(f"{workdir!r} has no complete checkpoint yet.")
     if step is not None:
       sources["step"] = "argument"
-    elif selection is not None and selection.get("step") in steps:
-      step, sources["step"] = int(selection["step"]), "selection.json"
+    elif selection is not None and selection.get("step") is not None:
+      step, sources["step"] = selection["step"], "selection.json"
+      if step not in steps:
+        raise RunError(
+            f"{os.path.join(workdir, SELECTION_FILE)} chose step {step}, which {workdir!r} no "
+            f"longer holds (complete checkpoints: {steps}). Rerun `segan_jax.evaluate --search`, "
+            "pass --step, or --nouse_selection for the latest checkpoint.")
     else:
       step, sources["step"] = steps[-1], "latest checkpoint"
     if step not in steps:
-      raise RunError(f"{workdir!r} has no checkpoint at step {step}; available steps: {steps}.")
+      raise RunError(f"{workdir!r} has no complete checkpoint at step {step}; available steps: "
+                     f"{steps}.")
 
     cfg = train.build_step_config(config, steps_per_epoch=1)  # the schedule does not matter here
     abstract_seg, _ = jax.eval_shape(lambda: train.create_states(config, cfg))
@@ -166,12 +180,18 @@ def load_model(workdir: str, step: int | None = None, k: float | None = None,
       with checkpoints.quiet_orbax():
         restored = manager.restore(step, args=ocp.args.Composite(
             segmentor=ocp.args.StandardRestore(abstract_seg), extra=ocp.args.JsonRestore()))
-    except (ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
       raise RunError(f"Cannot restore {workdir}/checkpoints/{step} into the model of its "
-                     f"config.json: {e}") from e
+                     f"config.json ({' '.join(str(e).split())[:300]}). If the checkpoint is "
+                     "damaged, choose another with --step.") from e
   finally:
     with checkpoints.quiet_orbax():
       manager.close()
+  bad = checkpoints.nonfinite_parts(segmentor=restored["segmentor"])
+  bad = [b for b in bad if not b.endswith("opt_state")]  # inference needs params and statistics
+  if bad:
+    raise RunError(f"{workdir}/checkpoints/{step} holds NaN or infinity in {', '.join(bad)} (a "
+                   "diverged or damaged checkpoint); choose another with --step.")
 
   extras = dict(restored["extra"] or {})
   state = restored["segmentor"]

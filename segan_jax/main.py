@@ -1,17 +1,24 @@
-"""Trains SegAN: python -m segan_jax.main --workdir=runs/demo [--config=...] [--config.x=y]."""
+"""Trains SegAN: python -m segan_jax.main --workdir=runs/demo [--config=...] [--config.x=y].
+
+Rerunning the same command resumes from the newest intact checkpoint. A workdir holds one run at a
+time, and its checkpoints continue only under the config they were trained with, unless
+--allow_config_change. Errors a user can fix print one `error: ...` line and exit with status 2.
+"""
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (tf.data only) start-up chatter
+from absl import flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from segan_jax import compilation_cache, host_memory  # noqa: E402
+from segan_jax import cli, compilation_cache, host_memory
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and panels.")
+flags.DEFINE_bool("allow_config_change", False,
+                  "Continue the workdir's checkpoints although the config differs from its "
+                  "config.json (e.g. a lower learning rate after divergence); the old config.json "
+                  "is kept in config_history/.")
 flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                     "Persistent XLA compilation cache ('' disables it).")
 host_memory.define_flags()
@@ -23,23 +30,29 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
+  from segan_jax.config_validation import ConfigError, validate_config
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags take the form "
+                      "--name=value)")
+  try:
+    validate_config(FLAGS.config)  # before the restart below, so a bad value fails at once
+  except OSError as e:  # ml_collections reports an unloadable --config file on first access
+    raise ConfigError(f"cannot load the config: {cli.config_error_message(e)}") from e
   host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax
   from segan_jax import train
-  from segan_jax.config_validation import ConfigError, validate_config
 
   if FLAGS.distributed:
     jax.distributed.initialize()
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
-  try:
-    validate_config(FLAGS.config)
-  except ConfigError as e:
-    raise app.UsageError(str(e))
   logging.info("JAX devices: %s", jax.devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+
+
+def run() -> None:
+  """The command line (`python -m segan_jax.main`, the `segan-train` console script)."""
+  cli.run(main, __name__, __doc__)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

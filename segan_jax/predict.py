@@ -1,7 +1,7 @@
 """Segments image files with a trained run (or an ensemble) and writes ISIC-style mask PNGs.
 
   python -m segan_jax.predict --workdir=RUN --input=DIR_OR_FILE [--input=...] --output=DIR
-      [--tta] [--save_probabilities] [--save_overlays]
+      [--tta] [--save_probabilities] [--save_overlays] [--overwrite]
 
 For each readable image `<id>.<ext>` (JPEG, PNG and other formats PIL reads; any size; RGB,
 grayscale, palette, RGBA (alpha dropped), 16-bit) it writes, at the image's ORIGINAL size:
@@ -15,6 +15,13 @@ is reported with its reason and skipped; the others are still written; the failu
 the end and the exit status is 1 if any file failed. k, threshold and checkpoint come from
 RUN/selection.json where `segan_jax.evaluate --search` stored them, else from the checkpoint.
 EXIF orientation tags are ignored: masks align with the stored pixel grid, as ISIC's masks do.
+
+Nothing is overwritten unasked: before any work, predict checks that the output folder is writable
+and that none of the files it would write exists; --overwrite allows replacing files that an
+earlier predict run wrote there (listed in its predict_summary.json), never other files (ground
+truth masks share the `<id>_segmentation.png` name) and never an input. Folder entries that are
+not read (other extensions, sub-folders without --recursive, broken links, masks and earlier
+outputs) are named in a notice and in predict_summary.json.
 """
 
 from __future__ import annotations
@@ -32,14 +39,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segan_jax import compilation_cache, host_memory, inference, metrics, overlays
+from segan_jax import cli, compilation_cache, host_memory, inference, metrics, overlays
 from segan_jax.data import arrays as data_arrays
+from segan_jax.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+SUMMARY_FILE = "predict_summary.json"
 
 
 class ImageReadError(ValueError):
   """A file cannot be read as an image."""
+
+
+class OutputError(UserError):
+  """The output folder cannot be written, or writing would replace files that must be kept."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +69,10 @@ def image_id(path: str) -> str:
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.png", "_overlay.jpg")
 
 
-def find_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[str], list[Failure]]:
-  """Image files named by `inputs` (files, folders or glob patterns) and the inputs not found.
+def find_inputs(inputs: Sequence[str], recursive: bool = False
+                ) -> tuple[list[str], list[Failure], list[Failure]]:
+  """Image files named by `inputs` (files, folders or glob patterns), the inputs not found, and
+  the folder entries left out with the reason.
 
   A folder contributes its files with an image extension (sorted; sub-folders with `recursive`),
   except masks and this command's own outputs (names ending in _segmentation.png,
@@ -65,13 +80,16 @@ def find_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[st
   """
   files: list[str] = []
   missing: list[Failure] = []
+  skipped: list[Failure] = []
   for item in inputs:
     if os.path.isdir(item):
       pattern = os.path.join(item, "**", "*") if recursive else os.path.join(item, "*")
-      found = sorted(p for p in glob.glob(pattern, recursive=recursive)
-                     if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)
-                     and not p.lower().endswith(OUTPUT_SUFFIXES))
-      files.extend(found)
+      for p in sorted(glob.glob(pattern, recursive=recursive)):
+        reason = _skip_reason(p, recursive)
+        if reason is None:
+          files.append(p)
+        elif reason:
+          skipped.append(Failure(p, reason))
     elif os.path.isfile(item):
       files.append(item)
     elif glob.has_magic(item):
@@ -79,6 +97,8 @@ def find_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[st
       if not matched:
         missing.append(Failure(item, "the pattern matches no file"))
       files.extend(matched)
+    elif os.path.islink(item):
+      missing.append(Failure(item, "a broken link (its target does not exist)"))
     else:
       missing.append(Failure(item, "no such file or folder"))
   seen, unique = set(), []
@@ -87,7 +107,90 @@ def find_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[st
     if key not in seen:
       seen.add(key)
       unique.append(f)
-  return unique, missing
+  return unique, missing, skipped
+
+
+def _skip_reason(path: str, recursive: bool) -> str | None:
+  """Why a folder entry is not read (None: it is read; '': silently, a folder being recursed)."""
+  name = os.path.basename(path).lower()
+  if os.path.isdir(path):
+    return "" if recursive else "a sub-folder (pass --recursive to search it)"
+  if not os.path.exists(path):
+    return "a broken link (its target does not exist)"
+  if not os.path.isfile(path):
+    return "not a regular file"
+  if name == SUMMARY_FILE:
+    return ""
+  if name.endswith(OUTPUT_SUFFIXES):
+    return "a mask or an earlier prediction (name ends in " + next(
+        s for s in OUTPUT_SUFFIXES if name.endswith(s)) + "); name it explicitly to segment it"
+  if not name.endswith(IMAGE_EXTENSIONS):
+    ext = os.path.splitext(name)[1] or "no extension"
+    return f"not an image extension ({ext}); name the file explicitly to try it anyway"
+  return None
+
+
+def output_names(image_id_: str, num_classes: int, save_probabilities: bool,
+                 save_overlays: bool) -> list[str]:
+  """The file names predict writes for one image."""
+  names = []
+  for c in range(num_classes):
+    suffix = "" if c == 0 else f"_class{c}"
+    names.append(f"{image_id_}_segmentation{suffix}.png")
+    if save_probabilities:
+      names.append(f"{image_id_}_probability{suffix}.png")
+    if save_overlays:
+      names.append(f"{image_id_}_overlay{suffix}.jpg")
+  return names
+
+
+def _previous_outputs(output: str) -> set[str]:
+  """The files an earlier predict run wrote into `output` (from its predict_summary.json)."""
+  try:
+    with open(os.path.join(output, SUMMARY_FILE)) as f:
+      return set(json.load(f).get("written", []))
+  except (OSError, ValueError, AttributeError, TypeError):
+    return set()
+
+
+def check_output(output: str, files: Sequence[str], num_classes: int, save_probabilities: bool,
+                 save_overlays: bool, overwrite: bool) -> None:
+  """Raises OutputError before any work when the outputs cannot be written or would replace an
+  input, a file predict did not write (ground truth), or (without overwrite) any existing file."""
+  try:
+    os.makedirs(output, exist_ok=True)
+    probe = os.path.join(output, f".predict_write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise OutputError(f"cannot write into --output={output}: {e.strerror or e}.") from e
+  inputs = {os.path.realpath(f) for f in files}
+  ours = _previous_outputs(output)
+  clash_input, foreign, existing = [], [], []
+  for path in files:
+    for name in output_names(image_id(path), num_classes, save_probabilities, save_overlays):
+      target = os.path.join(output, name)
+      if os.path.realpath(target) in inputs:
+        clash_input.append(target)
+      elif os.path.lexists(target):
+        (existing if name in ours else foreign).append(target)
+
+  def listed(paths):
+    return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+  if clash_input:
+    raise OutputError(f"writing into --output={output} would replace input images "
+                      f"({listed(clash_input)}); choose another --output folder.")
+  if foreign:
+    raise OutputError(f"--output={output} already holds {len(foreign)} file(s) with the names "
+                      f"predict would write that an earlier predict run did not write (e.g. "
+                      f"ground-truth masks): {listed(foreign)}. Choose another --output folder; "
+                      "predict never replaces them, even with --overwrite.")
+  if existing and not overwrite:
+    raise OutputError(f"--output={output} already holds {len(existing)} earlier prediction(s) "
+                      f"for these images: {listed(existing)}. Pass --overwrite to replace them, "
+                      "or choose another --output folder.")
 
 
 def to_rgb8(image: Image.Image) -> np.ndarray:
@@ -182,15 +285,21 @@ def _save_all(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray,
 def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str], output: str,
                   batch_size: int = 8, tta: str = "none", save_probabilities: bool = False,
                   save_overlays: bool = False, recursive: bool = False, progress: bool = True,
-                  workers: int = 4, log=print) -> dict[str, Any]:
-  """Segments every image of `inputs` into `output`; returns the report (predict_summary.json)."""
+                  workers: int = 4, log=print, overwrite: bool = False) -> dict[str, Any]:
+  """Segments every image of `inputs` into `output`; returns the report (predict_summary.json).
+
+  Raises OutputError before any work if the outputs would replace files (see check_output).
+  """
   t0 = time.time()
-  files, failures = find_inputs(inputs, recursive)
+  files, failures, skipped = find_inputs(inputs, recursive)
   predictor = inference.Predictor(models, batch_size, tta)
   threshold = predictor.threshold
   side = predictor.image_size
-  os.makedirs(output, exist_ok=True)
+  check_output(output, files, predictor.num_classes, save_probabilities, save_overlays, overwrite)
+  for entry in skipped:
+    log(f"not read: {entry.path}: {entry.reason}")
   written_ids: dict[str, str] = {}
+  written_files: list[str] = []
   num_written = 0
 
   bar = None
@@ -223,16 +332,20 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
       if good:
         probs = predictor.probabilities(np.stack([g[3] for g in good]))
         for (path, iid, image, _), prob in zip(good, probs):
+          if not np.all(np.isfinite(prob)):
+            failures.append(Failure(path, "the model's output holds NaN (a diverged model?)"))
+            log(f"skipping {path}: the model's output holds NaN")
+            continue
           pending_writes.append((path, pool.submit(_save_all, output, iid, image, prob, threshold,
                                                    save_probabilities, save_overlays)))
-      done, pending_writes = _collect(pending_writes, failures, wait_all=False)
+      done, pending_writes = _collect(pending_writes, failures, written_files, wait_all=False)
       num_written += done
       if len(pending_writes) > 2 * batch_size:  # bound the full-size images held in memory
-        done, _ = _collect(pending_writes, failures, wait_all=True)
+        done, _ = _collect(pending_writes, failures, written_files, wait_all=True)
         num_written, pending_writes = num_written + done, []
       if bar is not None:
         bar.update(len(chunk))
-    done, _ = _collect(pending_writes, failures, wait_all=True)
+    done, _ = _collect(pending_writes, failures, written_files, wait_all=True)
     num_written += done
   if bar is not None:
     bar.close()
@@ -242,20 +355,32 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
       "inputs": list(inputs), "output": os.path.abspath(output),
       "num_files": len(files), "num_segmented": num_written,
       "failures": [dataclasses.asdict(f) for f in failures],
+      "not_read": [dataclasses.asdict(f) for f in skipped],
+      # Every file predict has written here, this run and earlier ones: what --overwrite may replace.
+      "written": sorted(_previous_outputs(output) | {os.path.basename(p) for p in written_files}),
       "wall_time_s": time.time() - t0,
   }
-  with open(os.path.join(output, "predict_summary.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  path = os.path.join(output, SUMMARY_FILE)
+  try:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(report, f, indent=2)
+    os.replace(tmp, path)
+  except OSError as e:
+    for failure in failures:
+      log(f"failed: {failure.path}: {failure.reason}")
+    raise OutputError(f"segmented {num_written} of {len(files)} images but cannot write {path}: "
+                      f"{e.strerror or e}.") from e
   return report
 
 
-def _collect(futures, failures: list[Failure], wait_all: bool):
-  """Counts finished writes (recording write errors); returns (count, still pending)."""
+def _collect(futures, failures: list[Failure], written: list[str], wait_all: bool):
+  """Counts finished writes (recording written files and write errors); returns (count, pending)."""
   done_count, still = 0, []
   for path, fut in futures:
     if wait_all or fut.done():
       try:
-        fut.result()
+        written.extend(fut.result())
         done_count += 1
       except Exception as e:  # noqa: BLE001 - a disk error on one file must not stop the others
         failures.append(Failure(path, f"cannot write its outputs: {type(e).__name__}: {e}"))
@@ -282,6 +407,8 @@ def _define_flags():
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_bool("overwrite", False, "Replace outputs an earlier predict run wrote into --output "
+                    "(never other files, such as ground-truth masks).")
   host_memory.define_flags()
   flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
@@ -289,26 +416,26 @@ def _define_flags():
 
 
 def main(argv):
-  from absl import app, flags
+  from absl import flags
   FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags take the form "
+                    "--name=value)")
+  if FLAGS.batch_size < 1:
+    raise UserError(f"--batch_size must be >= 1 (got {FLAGS.batch_size}).")
   host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
-  import jax
+  import jax  # noqa: F401 - after configure, which may restart the process
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
-  try:
-    models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
-                                   FLAGS.use_selection)
-  except inference.RunError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
+                                 FLAGS.use_selection)
   for m in models:
     print(f"model {m.workdir}: step {m.step} ({m.sources['step']}), k={m.k:g} "
           f"({m.sources['k']}), threshold={m.threshold:g} ({m.sources['threshold']})")
   log = lambda message: print(message, file=sys.stderr)
   report = predict_files(models, FLAGS.input, FLAGS.output, FLAGS.batch_size,
                          "flips" if FLAGS.tta else "none", FLAGS.save_probabilities,
-                         FLAGS.save_overlays, FLAGS.recursive, FLAGS.progress, log=log)
+                         FLAGS.save_overlays, FLAGS.recursive, FLAGS.progress, log=log,
+                         overwrite=FLAGS.overwrite)
   print(f"Segmented {report['num_segmented']} of {report['num_files']} images into "
         f"{report['output']} in {report['wall_time_s']:.1f}s.")
   if report["failures"]:
@@ -317,12 +444,14 @@ def main(argv):
       print(f"  {failure['path']}: {failure['reason']}", file=sys.stderr)
     sys.exit(1)
   if not report["num_files"]:
-    print("error: no image files found in --input.", file=sys.stderr)
-    sys.exit(2)
+    raise UserError("no image files found in --input.")
+
+
+def run() -> None:
+  """The command line (`python -m segan_jax.predict`, the `segan-predict` console script)."""
+  _define_flags()
+  cli.run(main, __name__, __doc__)
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from absl import app
-  _define_flags()
-  app.run(main)
+  run()

@@ -1,7 +1,10 @@
 """TensorBoard metric writers: clu's (TensorFlow summaries) where TensorFlow is installed, else a
 writer on tensorboard's own event-file writer, with the same write_* methods."""
 
+import glob
 import io
+import os
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,11 +15,15 @@ from PIL import Image
 from segan_jax.optional import tensorflow_available
 
 
-def create_writer(workdir: str, just_logging: bool = False):
+def create_writer(workdir: str, just_logging: bool = False, resume_step: int | None = None):
   """A writer of TensorBoard events into workdir (a no-op where just_logging: non-lead processes).
 
   The console gets the training loop's own progress lines, so the writer does not log values.
+  With resume_step, earlier event files first lose their events after that step (written by a
+  run that stopped after its last checkpoint), so TensorBoard shows each step once.
   """
+  if resume_step is not None and not just_logging:
+    trim_event_files(workdir, resume_step)
   if tensorflow_available():
     from clu import metric_writers
     if just_logging:
@@ -74,3 +81,39 @@ class EventFileWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+def _records(data: bytes):
+  """The records of a TFRecord file's bytes (a truncated last record is left out)."""
+  offset = 0
+  while offset + 12 <= len(data):
+    (length,) = struct.unpack_from("<Q", data, offset)
+    end = offset + 12 + length + 4
+    if end > len(data):
+      return
+    yield data[offset:end], data[offset + 12:offset + 12 + length]
+    offset = end
+
+
+def trim_event_files(logdir: str, last_step: int) -> list[str]:
+  """Drops the events after `last_step` from logdir's event files (atomically); returns the files
+  changed. Records keep their bytes and checksums; only whole records are removed."""
+  from tensorboard.compat.proto import event_pb2
+  changed = []
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    kept, dropped = [], 0
+    for raw, payload in _records(data):
+      event = event_pb2.Event.FromString(payload)
+      if event.step > last_step and not event.HasField("file_version"):
+        dropped += 1
+      else:
+        kept.append(raw)
+    if dropped:
+      tmp = path + ".trim.tmp"
+      with open(tmp, "wb") as f:
+        f.write(b"".join(kept))
+      os.replace(tmp, path)
+      changed.append(path)
+  return changed

@@ -1,5 +1,6 @@
 """SegAN training: alternate a critic step and a segmentor step, validate, log and checkpoint."""
 
+import contextlib
 import json
 import os
 import time
@@ -12,9 +13,11 @@ import numpy as np
 from absl import logging
 
 from segan_jax import checkpoints, panels, schedules, sharding, steps, summaries, validation
-from segan_jax.config_validation import validate_config
+from segan_jax import workdir as run_dir
+from segan_jax.config_validation import ConfigError, validate_config
 from segan_jax.data import arrays as data_arrays
 from segan_jax.data import sources
+from segan_jax.errors import UserError
 from segan_jax.models import Critic, Segmentor
 from segan_jax.optional import tensorflow_available
 from segan_jax.train_state import TrainState, create_train_state
@@ -108,57 +111,125 @@ def validate(jitted: steps.JittedSteps, state: TrainState, val: data_arrays.Eval
   return validation.score_eval_set(probs, val, config.eval.threshold).summary(), probs
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains SegAN in workdir (resuming from its latest checkpoint) and returns final metrics."""
+class TrainingDiverged(UserError):
+  """A loss or a parameter became NaN or infinite; the checkpoints saved before are kept."""
+
+
+def _first_nonfinite(host_metrics: list[dict[str, Any]], first_step: int) -> tuple[int, str] | None:
+  """(step, 'name=value, ...') of the first step in host_metrics with a non-finite metric."""
+  for offset, metrics_ in enumerate(host_metrics):
+    bad = {k: float(v) for k, v in metrics_.items() if not np.all(np.isfinite(v))}
+    if bad:
+      return first_step + offset, ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+  return None
+
+
+def _diverged(step: int, what: str, manager) -> TrainingDiverged:
+  kept = checkpoints.all_steps(manager)
+  last = f"step {kept[-1]}" if kept else "none (nothing was saved)"
+  return TrainingDiverged(
+      f"Training diverged at step {step}: {what}. Nothing was saved after it; the last good "
+      f"checkpoint is {last}. Lower config.optim.learning_rate (or check the data) and rerun "
+      "in this --workdir with --allow_config_change to continue from that checkpoint, or use a "
+      "new --workdir.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_config_change: bool = False) -> dict[str, Any]:
+  """Trains SegAN in workdir (resuming from its latest checkpoint) and returns final metrics.
+
+  One run at a time holds workdir (workdir.WorkdirLock). A workdir whose checkpoints were trained
+  with another config is refused unless allow_config_change. config.json is written only once
+  every check has passed and the checkpoint (if any) is restored. A non-finite loss or state
+  stops the run with TrainingDiverged before anything non-finite is saved.
+  """
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    _write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+  lead = jax.process_index() == 0
+  with contextlib.ExitStack() as stack:
+    if lead:
+      stack.enter_context(run_dir.WorkdirLock(workdir))
+    return _train_locked(config, workdir, allow_config_change, lead, stack)
 
+
+def _close_manager(manager) -> None:
+  with checkpoints.quiet_orbax():
+    manager.close()
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool,
+                  lead: bool, stack: contextlib.ExitStack) -> dict[str, Any]:
   t0 = time.time()
+  manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints)
+  stack.callback(_close_manager, manager)
+  has_checkpoints = bool(checkpoints.all_steps(manager))
+  changes = run_dir.check_config(workdir, config, has_checkpoints, allow_config_change)
+
   train_arrays, val = load_data(config)
   steps_per_epoch = len(train_arrays) // config.train.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f"The training split has {len(train_arrays)} examples, fewer than "
-                     f"config.train.batch_size={config.train.batch_size}.")
+    raise ConfigError(f"config.train.batch_size={config.train.batch_size} is larger than the "
+                      f"training split ({len(train_arrays)} examples); lower it or add data.")
   logging.info("Devices: %d (%d processes), %s.", jax.device_count(), jax.process_count(),
                jax.devices()[0].platform)
   logging.info("Data: %d training pairs (%d steps per epoch), %d validation images, in %.1fs.",
                len(train_arrays), steps_per_epoch, len(val), time.time() - t0)
 
   mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.train.batch_size, mesh)
+  try:
+    sharding.check_batch_size(config.train.batch_size, mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   cfg = build_step_config(config, steps_per_epoch)
   seg_state, critic_state = sharding.replicate(create_states(config, cfg), mesh)
-  manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints)
   restored = checkpoints.restore(manager, seg_state, critic_state)
   start_step = 0
   if restored is not None:
     seg_state, critic_state, _, start_step = restored
     logging.info("Resumed from %s at step %d.", manager.directory, start_step)
+  if changes:
+    logging.warning("Continuing step %d with a changed config (--allow_config_change): %s; the "
+                    "previous config.json is kept in %s/.", start_step,
+                    "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes),
+                    run_dir.HISTORY_DIR)
+  if lead:
+    run_dir.write_config(workdir, config, start_step, changes)
 
   jitted = steps.make_jitted_steps(cfg, mesh)
-  lead = jax.process_index() == 0
-  writer = summaries.create_writer(workdir, just_logging=not lead)
+  writer = summaries.create_writer(workdir, just_logging=not lead, resume_step=start_step)
+  stack.callback(writer.close)  # also when training stops with an error: its logs are kept
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
 
   num_steps = config.train.num_steps
+  if start_step >= num_steps:
+    logging.info("The run is already at step %d >= config.train.num_steps=%d: nothing to train; "
+                 "scoring the restored model.", start_step, num_steps)
   batches = train_iterator(config, train_arrays, start_step)
   pending: list[dict[str, jax.Array]] = []
+  pending_from = start_step + 1
   last_time, last_step = time.time(), start_step
   summary: dict[str, float] = {}
+
+  def check_pending() -> list[dict[str, Any]]:
+    nonlocal pending, pending_from
+    host = jax.device_get(pending)
+    bad = _first_nonfinite(host, pending_from)
+    if bad is not None:
+      raise _diverged(bad[0], f"non-finite losses ({bad[1]})", manager)
+    pending, pending_from = [], pending_from + len(host)
+    return host
+
   for step in range(start_step, num_steps):
     batch = sharding.global_batch(next(batches), mesh)
     seg_state, critic_state, step_metrics = jitted.train_step(seg_state, critic_state, batch)
     pending.append(step_metrics)
     done = step + 1
     if done % config.train.log_every == 0 or done == num_steps:
-      host = jax.device_get(pending)
+      host = check_pending()
       # Losses are averaged over the interval; schedules (k, learning rates) are reported as now.
       means = {k: float(host[-1][k] if k == "k" or k.endswith("_lr") else
                         np.mean([m[k] for m in host])) for k in host[0]}
-      pending = []
       now = time.time()
       rate = (done - last_step) / max(now - last_time, 1e-9)
       last_time, last_step = now, done
@@ -168,32 +239,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       losses = " ".join(f"{k}={v:.4f}" for k, v in means.items() if k.endswith("loss"))
       logging.info("step %d/%d | %.2f steps/s | ETA %s | k=%.3f | %s", done, num_steps, rate,
                    _format_eta((num_steps - done) / rate), means["k"], losses)
-    if done % config.train.eval_every == 0 or done == num_steps:
+    validate_now = done % config.train.eval_every == 0 or done == num_steps
+    save_now = done % config.train.checkpoint_every == 0 or done == num_steps
+    if validate_now or save_now:
+      check_pending()
+      bad_parts = checkpoints.nonfinite_parts(segmentor=seg_state, critic=critic_state)
+      if bad_parts:
+        raise _diverged(done, f"{', '.join(bad_parts)} hold NaN or infinity", manager)
+    if validate_now:
       summary, probs = validate(jitted, seg_state, val, config, mesh)
       writer.write_scalars(done, {f"val_{k}": v for k, v in summary.items()})
       logging.info("validation at step %d: jaccard=%.4f dice=%.4f accuracy=%.4f", done,
                    summary["jaccard"], summary["dice"], summary["accuracy"])
       if lead:
         _write_panels(workdir, writer, done, val, probs, config)
-    if done % config.train.checkpoint_every == 0 or done == num_steps:
+    if save_now:
       checkpoints.save(manager, done, seg_state, critic_state,
                        {"val": summary, "steps_per_epoch": steps_per_epoch,
-                        "k": float(cfg.k_schedule(done)), "threshold": config.eval.threshold})
+                        "k": float(cfg.k_schedule(done)), "threshold": config.eval.threshold},
+                       keep=config.train.keep_checkpoints)
       last_time = time.time()  # checkpointing and validation do not count towards steps/s.
   writer.flush()
 
   if not summary:  # Nothing left to train: score the restored model.
     summary, probs = validate(jitted, seg_state, val, config, mesh)
     if lead:
-      _write_panels(workdir, writer, num_steps, val, probs, config)
+      _write_panels(workdir, writer, int(seg_state.step), val, probs, config)
   result = {"step": int(seg_state.step), "val": summary,
             "k": float(cfg.k_schedule(seg_state.step)), "threshold": config.eval.threshold,
             "wall_time_s": time.time() - t0}
   if lead:
     _write_json(os.path.join(workdir, "metrics.json"), result)
-  with checkpoints.quiet_orbax():
-    manager.close()
-  writer.close()
   return result
 
 
@@ -208,16 +284,8 @@ def _write_panels(workdir: str, writer, step: int, val: data_arrays.EvalSet, pro
   writer.write_images(step, {"val_panels": grid[None]})
 
 
-def _write_text(path: str, text: str) -> None:
-  """Writes atomically: a reader sees the old file or the new one, never half of one."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def _write_json(path: str, payload: dict[str, Any]) -> None:
-  _write_text(path, json.dumps(payload, indent=2, sort_keys=True))
+  run_dir.write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

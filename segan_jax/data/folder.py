@@ -69,6 +69,7 @@ from absl import logging
 from PIL import Image
 
 from segan_jax.data.arrays import Example, resize_image, resize_mask
+from segan_jax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MASK_EXTENSIONS = (".png",)
@@ -87,7 +88,7 @@ NONBINARY_MASKS = ("binarize", "error")
 _MAX_LISTED = 10
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """Input data that cannot be used as it is; the message names the file."""
 
 
@@ -338,6 +339,12 @@ class _Problems:
                       "(data.on_bad_pairs='skip' leaves such pairs out instead).")
     logging.warning("Skipped %d bad pair(s) in %s (data.on_bad_pairs='skip'):\n  %s%s",
                     len(self.items), self.what, listed, more)
+
+
+def _list_names(names: Sequence[str]) -> str:
+  """Up to _MAX_LISTED names, then how many more."""
+  more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+  return ", ".join(names[:_MAX_LISTED]) + more
 
 
 def _pair(split: _SplitFiles, problems: _Problems) -> list[Pair]:
@@ -613,7 +620,7 @@ def decode(pairs: Iterable[Pair], options: Options = Options(),
   notes and skips are logged once the iterator is exhausted.
   """
   problems = _Problems(options, what)
-  notes: collections.Counter = collections.Counter()
+  notes: dict[str, list[str]] = collections.defaultdict(list)  # note -> the files it concerns
   lock = threading.Lock()
   count = 0
 
@@ -636,15 +643,18 @@ def decode(pairs: Iterable[Pair], options: Options = Options(),
     if mask is not None and mask_size is not None:
       mask = resize_mask(mask, *mask_size)
     with lock:
-      notes.update(image_notes + mask_notes)
+      for note in image_notes:
+        notes[note].append(p.image.name)
+      for note in mask_notes:
+        notes[note].append(p.mask.name)
     return Decoded(p.id, image, mask, tuple(int(s) for s in original), image_bytes, mask_bytes)
 
   for item in _threaded(one, pairs, options.num_workers):
     if item is not None:
       count += 1
       yield item
-  for note, n in sorted(notes.items()):
-    logging.info("%s: %d file(s): %s.", what, n, note)
+  for note, names in sorted(notes.items()):
+    logging.info("%s: %s: %d file(s): %s.", what, note, len(names), _list_names(sorted(names)))
   problems.check()
   if count == 0:
     raise DataError(f"No usable pairs in {what}.")

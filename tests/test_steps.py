@@ -11,6 +11,7 @@ import pytest
 
 from segan_jax import steps
 from segan_jax.activations import adaptive_logistic
+from segan_jax.losses import binary_cross_entropy_with_logits, soft_dice_loss
 from segan_jax.train import build_step_config, create_states
 
 
@@ -107,13 +108,80 @@ def test_steps_compile_once_while_k_changes(setup):
 
 
 def test_optional_dice_and_bce_terms(setup):
+  """The reported terms are the losses of S's output before the update, and S's update follows
+  their weighted gradients."""
   config, _, _, _ = setup
   config.loss.dice_weight = 1.0
   config.loss.bce_weight = 0.5
   cfg = build_step_config(config, steps_per_epoch=10)
   seg, critic = create_states(config, cfg)
-  _, metrics = jax.jit(functools.partial(steps.segmentor_step, cfg=cfg))(seg, critic, _batch())
+  # A plain gradient step, new params = params - grads, so that the terms' gradients add up.
+  sgd = optax.sgd(1.0)
+  seg = seg.replace(tx=sgd, opt_state=sgd.init(seg.params))
+  batch = _batch()
+  images, masks = batch["image"], batch["mask"]
+  new_seg, metrics = jax.jit(functools.partial(steps.segmentor_step, cfg=cfg))(seg, critic, batch)
   assert {"adversarial_loss", "dice_loss", "bce_loss"} <= set(metrics)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+
+  @jax.jit
+  def losses(seg, critic):
+    k = cfg.k_schedule(seg.step)
+    logits, _ = steps.segment(cfg, seg, images, train=True)
+    probs = adaptive_logistic(logits, k)
+    fake, _ = steps.critic_features(cfg, critic, images, probs)
+    real, _ = steps.critic_features(cfg, critic, images, masks)
+    return {"adversarial_loss": steps.adversarial_loss(cfg, fake, real),
+            "dice_loss": soft_dice_loss(probs, masks),
+            "bce_loss": binary_cross_entropy_with_logits(logits, masks, k), "k": k}
+
+  for name, value in losses(seg, critic).items():
+    assert float(metrics[name]) == pytest.approx(float(value), rel=1e-4), name
+  assert 0.0 < float(metrics["dice_loss"]) < 1.0 and float(metrics["bce_loss"]) > 0.0
+
+  @jax.jit
+  def pixel_grads(params):
+    def weighted(p):
+      k = cfg.k_schedule(seg.step)
+      logits, _ = steps.segment(cfg, seg, images, train=True, params=p)
+      return (1.0 * soft_dice_loss(adaptive_logistic(logits, k), masks)
+              + 0.5 * binary_cross_entropy_with_logits(logits, masks, k))
+    return jax.grad(weighted)(params)
+
+  # The same step without the terms, minus their weighted gradients, is the step with them.
+  config.loss.dice_weight = config.loss.bce_weight = 0.0
+  plain_cfg = build_step_config(config, steps_per_epoch=10)
+  plain_seg, plain_metrics = jax.jit(functools.partial(steps.segmentor_step, cfg=plain_cfg))(
+      seg, critic, batch)
+  assert "dice_loss" not in plain_metrics and "bce_loss" not in plain_metrics
+  expected = jax.tree.map(lambda p, g: p - g, plain_seg.params, pixel_grads(seg.params))
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(_copy(pixel_grads(seg.params))))
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-3 * scale)
+  jax.tree.map(close, _copy(new_seg.params), _copy(expected))
+
+
+def test_critic_clipping_leaves_batch_norm_statistics_alone(setup):
+  """Clipping bounds C's parameters (BatchNorm's scale and bias among them) but not its running
+  statistics, which the step updates as without clipping."""
+  _, cfg, seg, critic = setup
+  bound = 1e-3
+  batch = _batch(2)
+  clipped, _ = jax.jit(functools.partial(steps.critic_step,
+                                         cfg=dataclasses.replace(cfg, critic_clip=bound)))(
+      critic, seg, batch)
+  unclipped, _ = jax.jit(functools.partial(steps.critic_step,
+                                           cfg=dataclasses.replace(cfg, critic_clip=1e9)))(
+      critic, seg, batch)
+  params = jax.tree.leaves(_copy(clipped.params))
+  assert all(np.abs(p).max() <= bound for p in params)
+  assert max(np.abs(p).max() for p in jax.tree.leaves(_copy(unclipped.params))) > 10 * bound
+  stats = _copy(clipped.batch_stats)
+  assert jax.tree.leaves(stats)
+  assert max(np.abs(s).max() for s in jax.tree.leaves(stats)) > 10 * bound  # variances near 1
+  jax.tree.map(np.testing.assert_array_equal, stats, _copy(unclipped.batch_stats))
+  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(stats),
+                                                      jax.tree.leaves(_copy(critic.batch_stats)))]
+  assert all(changed)  # both passes updated every running mean and variance
 
 
 def test_non_adversarial_baseline_skips_the_critic(setup):

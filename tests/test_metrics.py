@@ -228,9 +228,16 @@ def test_summarize_empty_raises():
     metrics.summarize([])
 
 
-def test_metric_names():
-  assert metrics.METRIC_NAMES == ("accuracy", "sensitivity", "specificity", "jaccard", "dice",
-                                  "thresholded_jaccard")
+def test_metric_names_are_what_every_image_is_scored_on():
+  """METRIC_NAMES is exactly what image_scores computes, in its order, and what the summaries and
+  per-image rows report (a metric computed but not listed would be silently dropped)."""
+  scores = metrics.image_scores(BLOCK_PRED, BLOCK_TRUTH)
+  assert tuple(scores) == metrics.METRIC_NAMES
+  assert "jaccard" in metrics.METRIC_NAMES  # ISIC 2017's ranking metric
+  assert list(metrics.summarize([scores])) == [*metrics.METRIC_NAMES, "num_images"]
+  acc = metrics.ScoreAccumulator()
+  acc.add(BLOCK_PRED.astype(np.float32), (BLOCK_TRUTH * 255).astype(np.uint8), 0.5)
+  assert list(acc.rows()[0]) == ["id", *metrics.METRIC_NAMES]
 
 
 def test_accumulator_equals_summarize():

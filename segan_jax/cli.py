@@ -33,20 +33,32 @@ def parse_flags(argv: list[str]) -> list[str]:
   raise AssertionError("unreachable")
 
 
+def _console_script_help(name: str | None, doc: str | None) -> None:
+  """Makes `segan-X --help` show what `python -m segan_jax.X --help` shows.
+
+  absl's --help prints the docstring of the __main__ module and the flags __main__ defined; under
+  a console script __main__ is pip's wrapper, which has neither.
+  """
+  from absl import flags
+  if not name or name == "__main__":
+    return
+  wrapper = sys.modules.get("__main__")
+  if wrapper is not None and doc and not getattr(wrapper, "__doc__", None):
+    wrapper.__doc__ = doc
+  for flag in flags.FLAGS.get_flags_for_module(name):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main: Callable[[list[str]], None], name: str | None = None,
         doc: str | None = None) -> None:
   """absl's app.run(main) with one-line errors: bad flags and UserError exit 2 with a message.
 
-  `doc` (the tool module's docstring) becomes the --help text also when the tool runs as a console
-  script, whose __main__ module is pip's wrapper; `name` is the module's __name__ (unused by absl).
+  `name` and `doc` (the tool module's __name__ and docstring) give --help its text and flags also
+  when the tool runs as a console script.
   """
-  del name
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (tf.data only) start-up chatter
   from absl import app
-  if doc:
-    main_module = sys.modules.get("__main__")
-    if main_module is not None and not (getattr(main_module, "__doc__", None) or "").strip():
-      main_module.__doc__ = doc
+  _console_script_help(name, doc)
 
   def guarded(argv):
     try:

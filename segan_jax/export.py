@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy as np
 from segan_jax import checkpoints, inference
 from segan_jax.activations import adaptive_logistic
 from segan_jax.data.arrays import IMAGENET_MEAN, IMAGENET_STD
+from segan_jax.errors import UserError
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
@@ -128,14 +128,36 @@ def build_module(models: Sequence[inference.LoadedModel], tta: str = "none",
   return module
 
 
-def export(models: Sequence[inference.LoadedModel], output: str, tta: str = "none",
-           platforms: Sequence[str] = ("cpu",)) -> dict[str, Any]:
-  """Writes the SavedModel (and segan_export.json) to `output`; returns the metadata."""
-  import tensorflow as tf
+class ExportError(UserError):
+  """The export cannot be written where asked (an existing folder, an unknown platform)."""
 
+
+def check_output(output: str, overwrite: bool) -> None:
+  """Refuses a non-empty `output` unless it is an earlier export and `overwrite` is set."""
+  if os.path.exists(output) and not os.path.isdir(output):
+    raise ExportError(f"--output={output} is a file, not a folder.")
+  if not os.path.isdir(output) or not os.listdir(output):
+    return
+  if not os.path.isfile(os.path.join(output, "segan_export.json")):
+    raise ExportError(f"--output={output} is a non-empty folder that is not an earlier export; "
+                      "choose a new or empty folder (it is never overwritten).")
+  if not overwrite:
+    raise ExportError(f"--output={output} holds an earlier export; pass --overwrite to replace "
+                      "it, or choose another folder.")
+
+
+def export(models: Sequence[inference.LoadedModel], output: str, tta: str = "none",
+           platforms: Sequence[str] = ("cpu",), overwrite: bool = False) -> dict[str, Any]:
+  """Writes the SavedModel (and segan_export.json) to `output`; returns the metadata.
+
+  An existing non-empty `output` is replaced only when it is an earlier export and `overwrite`.
+  """
   bad = [p for p in platforms if p not in PLATFORMS]
   if bad or not platforms:
-    raise ValueError(f"Unknown platforms {bad}; choose from {PLATFORMS}.")
+    raise ExportError(f"Unknown platforms {bad}; choose from {PLATFORMS}.")
+  check_output(output, overwrite)
+  import tensorflow as tf
+
   module = build_module(models, tta, platforms)
   signatures = {name: f.get_concrete_function() for name, f in module.signatures_.items()}
   os.makedirs(output, exist_ok=True)
@@ -170,50 +192,32 @@ def _define_flags():
   flags.DEFINE_float("k", None, "Override k.")
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
+  flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --output.")
   flags.mark_flags_as_required(["workdir", "output"])
 
 
 def main(argv):
-  from absl import app, flags
+  from absl import flags
   FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
-                                   FLAGS.use_selection)
-    meta = export(models, FLAGS.output, "flips" if FLAGS.tta else "none", FLAGS.platforms)
-  except (inference.RunError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags take the form "
+                    "--name=value)")
+  check_output(FLAGS.output, FLAGS.overwrite)
+  models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
+                                 FLAGS.use_selection)
+  meta = export(models, FLAGS.output, "flips" if FLAGS.tta else "none", FLAGS.platforms,
+                FLAGS.overwrite)
   print(f"Exported {len(models)} model(s) (steps {[m['step'] for m in meta['models']]}, "
         f"k={meta['k']}, threshold={meta['threshold']:g}, tta={meta['tta']}) to {FLAGS.output}")
   print("Load it with: tf.saved_model.load(DIR).signatures['serving_default']"
         "(images=uint8 [B,S,S,3])")
 
 
-def _console_script_help():
-  """Makes `segan-export --help` show what `python -m segan_jax.export --help` shows.
-
-  absl's --help prints the docstring of the __main__ module and the flags __main__ defined;
-  under the console script __main__ is the script's wrapper, which has neither.
-  """
-  from absl import flags
-  if __name__ == "__main__":
-    return
-  wrapper = sys.modules.get("__main__")
-  if wrapper is not None and not getattr(wrapper, "__doc__", None):
-    wrapper.__doc__ = __doc__
-  for flag in flags.FLAGS.get_flags_for_module(__name__):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
 def run():
   """The command line: `python -m segan_jax.export` and the `segan-export` console script."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from absl import app
+  from segan_jax import cli
   _define_flags()
-  _console_script_help()
-  app.run(main)
+  cli.run(main, __name__, __doc__)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,23 @@ def test_saved_model_matches_jax(trained_run, tmp_path):
 
   one = loaded.signatures["segment_image"](image=tf.constant(images[0, :75, :101]))
   assert one["probabilities"].shape == (75, 101, 1) and one["masks"].dtype == tf.uint8
+
+
+def test_export_never_overwrites_unasked(tmp_path):
+  """check_output runs before anything is built: a user's folder is never written into."""
+  user = tmp_path / "mine"
+  user.mkdir()
+  (user / "notes.txt").write_text("keep me")
+  with pytest.raises(export.ExportError, match="not an earlier export"):
+    export.check_output(str(user), overwrite=True)
+  earlier = tmp_path / "earlier"
+  earlier.mkdir()
+  (earlier / "segan_export.json").write_text("{}")
+  with pytest.raises(export.ExportError, match="--overwrite"):
+    export.check_output(str(earlier), overwrite=False)
+  export.check_output(str(earlier), overwrite=True)
+  export.check_output(str(tmp_path / "new"), overwrite=False)
+  (tmp_path / "a_file").write_text("x")
+  with pytest.raises(export.ExportError, match="is a file"):
+    export.check_output(str(tmp_path / "a_file"), overwrite=True)
+  assert (user / "notes.txt").read_text() == "keep me"

@@ -1,5 +1,6 @@
 """Folder source: layouts, pairing, splits, and every bad-input case, on files the tests create."""
 
+import io
 import logging
 import os
 
@@ -272,6 +273,32 @@ def test_uniformly_resized_images_are_accepted_with_the_mask_as_original_size(tm
   assert decoded[0].original_size == (48, 64) and decoded[0].mask.shape == (48, 64)
   with pytest.raises(DataError, match="image is 16x16"):
     folder.scan(str(tmp_path), Options(size_check="aspect"))
+
+
+def test_same_size_folders_name_masks_of_unusual_shape(tmp_path, caplog):
+  """A square or rotated mask among 3:2 ones cannot be checked against a squashed image: named."""
+  folders = fx.isic_files({"Training": 6}, mask_scale=2, image_size=(16, 16))
+  truth = folders["ISIC-2017_Training_Part1_GroundTruth"]
+  names = sorted(truth)
+  for name in names:  # 3:2 originals, the commonest ISIC shape
+    truth[name] = fx.encode(np.asarray(Image.open(io.BytesIO(truth[name])).resize(
+        (72, 48), Image.NEAREST)))
+  rotated = np.asarray(Image.open(io.BytesIO(truth[names[1]]))).T.copy()
+  truth[names[1]] = fx.encode(rotated)
+  truth[names[2]] = fx.encode(np.zeros((80, 80), np.uint8))
+  fx.write_folders(tmp_path, folders)
+  caplog.set_level(logging.WARNING)
+  pairs = folder.scan(str(tmp_path))["train"]
+  assert len(pairs) == 6  # still accepted: such shapes exist among real originals
+  assert [p.mask.name for p in folder.unusual_mask_shapes(pairs)] == names[1:3]
+  (warning,) = [r.getMessage() for r in caplog.records if "unlike the rest" in r.getMessage()]
+  assert f"{names[1]} (48x72)" in warning and f"{names[2]} (80x80)" in warning
+  assert names[0] not in warning
+  caplog.clear()
+  fx.write_folders(tmp_path / "clean", fx.isic_files({"Training": 6}, mask_scale=2,
+                                                      image_size=(16, 16)))
+  folder.scan(str(tmp_path / "clean"))
+  assert not [r for r in caplog.records if "unlike the rest" in r.getMessage()]
 
 
 def _one_mask(tmp_path, mask, stem="lesion_001"):

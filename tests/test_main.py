@@ -4,6 +4,7 @@ run resumed from its checkpoint ends bit-for-bit where an uninterrupted run ends
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,7 +34,14 @@ def test_main_writes_outputs_then_resumes(tmp_path):
   assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
   assert os.path.exists(os.path.join(workdir, "panels", "step_0000004.png"))
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))
-  assert metrics["step"] == 4 and 0.0 <= metrics["val"]["jaccard"] <= 1.0
+  # metrics.json holds the step-4 validation the console printed and the checkpoint stored.
+  logged = re.search(r"validation at step 4: jaccard=([0-9.]+) dice=([0-9.]+)", first.stderr)
+  assert metrics["step"] == 4 and logged, first.stderr[-3000:]
+  assert metrics["val"]["jaccard"] == pytest.approx(float(logged.group(1)), abs=5e-5)
+  assert metrics["val"]["dice"] == pytest.approx(float(logged.group(2)), abs=5e-5)
+  assert metrics["val"]["dice"] >= metrics["val"]["jaccard"]  # per image, Dice >= Jaccard
+  assert json.load(open(os.path.join(workdir, "checkpoints", "4", "extra", "metadata")))[
+      "val"] == metrics["val"]
   assert "Finished saving" not in first.stderr  # orbax's file-by-file logging is kept quiet
 
   second = _main(workdir, "--config.train.num_steps=6", "--config.train.checkpoint_every=2",
@@ -46,11 +54,12 @@ def test_main_writes_outputs_then_resumes(tmp_path):
 
 def test_main_rejects_bad_config_values(tmp_path):
   bad = _main(str(tmp_path / "bad"), "--config.model.width=-3")
-  assert bad.returncode != 0
-  assert "config.model.width" in bad.stderr
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: config.model.width")
   unknown = _main(str(tmp_path / "bad2"), "--config.model.widht=3")
-  assert unknown.returncode != 0
-  assert "widht" in unknown.stderr
+  assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+  assert 'Did you mean "width"' in unknown.stderr.strip().splitlines()[-1]
+  assert not os.path.exists(str(tmp_path / "bad")) or not os.listdir(str(tmp_path / "bad"))
 
 
 class _Killed(Exception):

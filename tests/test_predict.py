@@ -139,6 +139,108 @@ def test_cli_exits_nonzero_listing_failures_but_writes_the_rest(trained_run, tmp
                                            + ["predict_summary.json"])
 
 
+def _one_image(path, seed=0, shape=(40, 50, 3)):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)).save(path)
+
+
+def _files(folder):
+  return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_predict_overwrites_only_its_own_outputs_and_only_when_asked(trained_run, tmp_path):
+  model = inference.load_model(trained_run)
+  _one_image(str(tmp_path / "in" / "a.png"))
+  out = str(tmp_path / "out")
+  run = lambda **kw: predict.predict_files([model], [str(tmp_path / "in")], out,
+                                           batch_size=BATCH, progress=False,
+                                           log=lambda *_: None, **kw)
+  run()
+  first = _files(out)
+  with pytest.raises(predict.OutputError, match="--overwrite"):
+    run()
+  with pytest.raises(predict.OutputError, match="a_probability.png|a_segmentation.png"):
+    run(save_probabilities=True)  # the new probability file alone would not clash, the mask does
+  assert _files(out) == first
+  report = run(overwrite=True, save_probabilities=True)
+  assert report["num_segmented"] == 1
+  assert sorted(report["written"]) == ["a_probability.png", "a_segmentation.png"]
+
+
+def test_predict_never_replaces_ground_truth_or_inputs(trained_run, tmp_path):
+  model = inference.load_model(trained_run)
+  folder = tmp_path / "isic"
+  _one_image(str(folder / "ISIC_0000001.jpg"))
+  truth = np.zeros((40, 50), np.uint8)
+  truth[10:30, 10:40] = 255
+  Image.fromarray(truth).save(folder / "ISIC_0000001_segmentation.png")
+  before = _files(folder)
+  for overwrite in (False, True):
+    with pytest.raises(predict.OutputError, match="did not write .*ground-truth"):
+      predict.predict_files([model], [str(folder)], str(folder), batch_size=BATCH,
+                            progress=False, log=lambda *_: None, overwrite=overwrite)
+  # An input named like an output: predicting b.png would write b_segmentation.png over it.
+  _one_image(str(tmp_path / "in2" / "b.png"))
+  _one_image(str(tmp_path / "in2" / "b_segmentation.png"), seed=1)
+  with pytest.raises(predict.OutputError, match="replace input images"):
+    predict.predict_files([model], [str(tmp_path / "in2" / "b.png"),
+                                    str(tmp_path / "in2" / "b_segmentation.png")],
+                          str(tmp_path / "in2"), batch_size=BATCH, progress=False,
+                          log=lambda *_: None, overwrite=True)
+  assert _files(folder) == before
+
+
+def test_unwritable_output_is_found_before_any_work(trained_run, tmp_path):
+  model = inference.load_model(trained_run)
+  _one_image(str(tmp_path / "in" / "a.png"))
+  (tmp_path / "a_file").write_text("not a folder")
+  calls = []
+  real = inference.Predictor.probabilities
+  inference.Predictor.probabilities = lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+  try:
+    with pytest.raises(predict.OutputError, match="cannot write into --output"):
+      predict.predict_files([model], [str(tmp_path / "in")], str(tmp_path / "a_file" / "out"),
+                            batch_size=BATCH, progress=False, log=lambda *_: None)
+  finally:
+    inference.Predictor.probabilities = real
+  assert not calls
+
+
+def test_entries_not_read_are_named(trained_run, tmp_path):
+  folder = tmp_path / "in"
+  _one_image(str(folder / "a.png"))
+  _one_image(str(folder / "anim.gif"))
+  (folder / "notes.txt").write_text("text")
+  (folder / "sub").mkdir()
+  _one_image(str(folder / "sub" / "c.png"))
+  os.symlink(str(tmp_path / "gone.png"), str(folder / "broken.png"))
+  logged = []
+  report = predict.predict_files([inference.load_model(trained_run)], [str(folder)],
+                                 str(tmp_path / "out"), batch_size=BATCH, progress=False,
+                                 log=logged.append)
+  assert report["num_segmented"] == 2  # a.png and anim.gif
+  not_read = {os.path.basename(e["path"]): e["reason"] for e in report["not_read"]}
+  assert set(not_read) == {"notes.txt", "sub", "broken.png"}
+  assert "--recursive" in not_read["sub"] and "broken link" in not_read["broken.png"]
+  assert "not an image extension (.txt)" in not_read["notes.txt"]
+  assert sum("not read: " in line for line in logged) == 3
+
+
+def test_cli_refuses_to_overwrite_with_one_line_and_exit_2(trained_run, tmp_path):
+  _one_image(str(tmp_path / "in" / "a.png"))
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "a_segmentation.png").write_bytes(b"the user's own file")
+  cmd = [sys.executable, "-m", "segan_jax.predict", f"--workdir={trained_run}",
+         f"--input={tmp_path / 'in'}", f"--output={out}", f"--batch_size={BATCH}", "--overwrite",
+         f"--jax_cache_dir={jax.config.jax_compilation_cache_dir or ''}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and "a_segmentation.png" in errors[0] and "Traceback" not in proc.stderr
+  assert (out / "a_segmentation.png").read_bytes() == b"the user's own file"
+
+
 def test_contours_and_overlay():
   mask = np.zeros((9, 9), bool)
   mask[2:7, 2:7] = True

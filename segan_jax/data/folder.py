@@ -45,7 +45,7 @@ mask's size (that is what the ISIC protocol scores at); the image may be a resiz
 
 * ``auto`` (default): sizes must agree, except for an image that keeps its mask's aspect ratio
   (a proportional downscale) or whose split holds images of one single size (a folder resized
-  to a fixed size, like ``../shared/data/isic2017``, 256x256 images with original-size masks).
+  to a fixed size, for example 256x256 copies of the ISIC images beside their original-size masks).
   Anything else, e.g. one 640x480 image paired with a 1022x767 mask, is a misaligned pair.
 * ``aspect``: sizes may differ only by a proportional resize.
 * ``equal``: sizes must be equal.
@@ -430,7 +430,40 @@ def _check_sizes(pairs: list[Pair], options: Options, problems: _Problems, what:
     logging.info("%d of %d images in %s differ in size from their masks: taken as resized copies "
                  "(original size = mask size)%s; data.size_check='equal' forbids that.", resized,
                  len(pairs), what, f"; every image is {common[1]}x{common[0]}" if common else "")
+  if uniform and options.size_check == "auto":
+    _warn_unusual_mask_shapes(good, what)
   return good
+
+
+UNUSUAL_ASPECT = 1.4  # a mask whose w/h differs from the split's median by more than this factor
+
+
+def unusual_mask_shapes(pairs: Sequence[Pair]) -> list[Pair]:
+  """Pairs whose mask shape (w/h) is far from the split's median: in a folder of images resized
+  to one size, the images cannot vouch for their masks' geometry, so these are worth a look
+  (a rotated mask, a mask of another image, or a genuinely unusual original)."""
+  shaped = [p for p in pairs if p.mask_size is not None]
+  if len(shaped) < 3:
+    return []
+  aspects = np.array([p.mask_size[1] / p.mask_size[0] for p in shaped])
+  median = float(np.median(aspects))
+  far = np.abs(np.log(aspects / median)) > np.log(UNUSUAL_ASPECT)
+  return [p for p, f in zip(shaped, far) if f]
+
+
+def _warn_unusual_mask_shapes(pairs: Sequence[Pair], what: str) -> None:
+  unusual = unusual_mask_shapes(pairs)
+  if not unusual:
+    return
+  aspects = [p.mask_size[1] / p.mask_size[0] for p in pairs if p.mask_size is not None]
+  lo, hi = np.percentile(aspects, [5, 95])
+  names = _list_names([f"{p.mask.name} ({p.mask_size[1]}x{p.mask_size[0]})" for p in unusual])
+  logging.warning(
+      "%s: every image has one size, so the images cannot confirm their masks' geometry (the "
+      "mask's size is taken as the original size). %d mask(s) have a shape unlike the rest "
+      "(90%% of width/height ratios lie in %.2f-%.2f): %s. Check that each belongs to its image "
+      "and is not rotated; data.size_check='aspect' or 'equal' enforces geometry for folders "
+      "that keep their images' shapes.", what, len(unusual), lo, hi, names)
 
 
 def _threaded(fn: Callable, items: Iterable, workers: int) -> Iterator:

@@ -157,21 +157,44 @@ def test_cli_prints_table_and_writes_files(trained_run, tmp_path):
 
 def test_folder_of_held_out_pairs_is_scored_at_original_size(trained_run, tmp_path):
   pytest.importorskip("segan_jax.data.folder")
+  from PIL import Image
   rng = np.random.default_rng(7)
   sizes = {"p1": (90, 120), "p2": (61, 47)}
+  masks = {}
   for name, (h, w) in sizes.items():
-    for sub, array in (("images", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
-                       ("masks", np.where(rng.random((h, w)) > 0.5, 255, 0).astype(np.uint8))):
+    masks[name] = np.where(rng.random((h, w)) > 0.5, 255, 0).astype(np.uint8)
+    for sub, array, suffix in (("images", rng.integers(0, 256, (h, w, 3), dtype=np.uint8), ".png"),
+                               ("masks", masks[name], "_segmentation.png")):
       os.makedirs(tmp_path / "data" / sub, exist_ok=True)
-      suffix = "_segmentation.png" if sub == "masks" else ".png"
-      from PIL import Image
       Image.fromarray(array).save(tmp_path / "data" / sub / f"{name}{suffix}")
   result = evaluate.evaluate([trained_run], split="all", data_source="folder",
                              data_dir=str(tmp_path / "data"), output=str(tmp_path / "out"),
                              batch_size=BATCH, log=lambda *_: None)
   assert result["data"]["num_images"] == 2 and result["data"]["source"] == "folder"
-  rows = _read_csv(tmp_path / "out" / "per_image.csv")
-  assert sorted(r["id"] for r in rows) == ["p1", "p2"]
+  rows = {r["id"]: r for r in _read_csv(tmp_path / "out" / "per_image.csv")}
+  assert sorted(rows) == ["p1", "p2"]
+
+  # By hand: the model's maps at the network's size, scored against the masks as written (their
+  # original sizes), and against the masks resized to the network's size instead.
+  model = inference.load_model(trained_run)
+  side = model.image_size
+  config = evaluate.apply_data_overrides(model.config, "folder", str(tmp_path / "data"))
+  eval_set = evaluate.load_eval_set(config, "all", side)
+  probs = inference.Predictor([model], BATCH).probabilities(eval_set.images)[..., 0]
+  assert probs.shape[1:] == (side, side) and all(sizes[i] != (side, side) for i in sizes)
+  by_hand = {}
+  for image_id, prob in zip(eval_set.ids, probs):
+    original = metrics.score_prediction(prob, masks[image_id], model.threshold)
+    at_network_size = metrics.score_prediction(
+        prob, np.asarray(Image.fromarray(masks[image_id]).resize((side, side), Image.NEAREST)),
+        model.threshold)
+    for name in metrics.METRIC_NAMES:
+      assert float(rows[image_id][name]) == pytest.approx(original[name], abs=1e-12), name
+    assert any(abs(original[n] - at_network_size[n]) > 1e-4 for n in metrics.METRIC_NAMES)
+    by_hand[image_id] = original
+  summary = result["variants"]["model"]["summary"]
+  for name, value in metrics.summarize(list(by_hand.values())).items():
+    assert summary[name] == pytest.approx(value, abs=1e-12), name
   with pytest.raises(evaluate.EvaluationError, match="no test split"):
     evaluate.evaluate([trained_run], split="test", data_source="folder",
                       data_dir=str(tmp_path / "data"), log=lambda *_: None)

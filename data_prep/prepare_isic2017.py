@@ -1,16 +1,16 @@
 r"""Builds the `isic2017` TFDS dataset from the official zips or any folder of image/mask pairs.
 
   # From the six official zips (or their extracted folders) in ~/isic2017_zips:
-  python data_prep/prepare_isic2017.py --source=~/isic2017_zips --data_dir=~/tensorflow_datasets
+  python data_prep/prepare_isic2017.py --manual_dir=~/isic2017_zips --data_dir=~/tensorflow_datasets
 
   # From a folder of pairs (ISIC layout, or images/ + masks/), e.g. the training pairs alone:
-  python data_prep/prepare_isic2017.py --source=/data/isic2017 --data_dir=/tmp/tfds
+  python data_prep/prepare_isic2017.py --manual_dir=/data/isic2017 --data_dir=/tmp/tfds
 
   # Download the zips from the official URLs (needs internet), then build:
   python data_prep/prepare_isic2017.py --download --data_dir=~/tensorflow_datasets
 
   # Check a folder (every pair decoded and checked) without writing anything:
-  python data_prep/prepare_isic2017.py --source=/data/pairs --check_only
+  python data_prep/prepare_isic2017.py --manual_dir=/data/pairs --check_only
 
 Then train with --config.data.source=tfds --config.data.dir=<data_dir>. Bad input stops the build
 before anything is written, with the file named (see segan_jax/data/folder.py for each case and
@@ -26,14 +26,15 @@ import sys
 from absl import app, flags, logging
 
 _SOURCE = flags.DEFINE_string(
-    "source", None, "Folder holding the official zips, their extracted folders, or image/mask "
-    "pairs (ISIC layout or images/ + masks/).")
+    "manual_dir", None, "Folder holding the official zips, their extracted folders, or image/mask "
+    "pairs (ISIC layout or images/ + masks/): what config.data.manual_dir names in training.")
+flags.DEFINE_alias("source", "manual_dir")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Download the six official zips instead of "
-                              "reading --source.")
+                              "reading --manual_dir.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write to (TFDS's default, "
                                 "~/tensorflow_datasets, when unset).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists.")
-_CHECK_ONLY = flags.DEFINE_bool("check_only", False, "Scan and decode every pair of --source, "
+_CHECK_ONLY = flags.DEFINE_bool("check_only", False, "Scan and decode every pair of --manual_dir, "
                                 "report, and write nothing.")
 _MASK_SUFFIX = flags.DEFINE_string("mask_suffix", "_segmentation",
                                    "images/ + masks/ layout: masks/<stem><suffix>.png or <stem>.png.")
@@ -60,13 +61,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if bool(_SOURCE.value) == _DOWNLOAD.value:
-    raise app.UsageError("Give exactly one of --source=<folder> and --download.")
+    raise app.UsageError("Give exactly one of --manual_dir=<folder> and --download.")
   from segan_jax.data import folder
 
   source = os.path.expanduser(_SOURCE.value) if _SOURCE.value else ""
   if _CHECK_ONLY.value:
     if not source:
-      raise app.UsageError("--check_only needs --source.")
+      raise app.UsageError("--check_only needs --manual_dir.")
     try:
       splits = folder.scan(source, _options(folder))
       for name, pairs in splits.items():

@@ -7,8 +7,9 @@ import ml_collections
 
 from segan_jax.data.folder import NONBINARY_MASKS, ON_BAD_PAIRS, SIZE_CHECKS
 from segan_jax.errors import UserError
-from segan_jax.losses import FEATURE_REDUCTIONS
+from segan_jax.losses import DICE_FORMS, FEATURE_REDUCTIONS
 from segan_jax.schedules import LR_SCHEDULES
+from segan_jax.steps import CRITIC_CONSTRAINTS
 
 NUM_CRITIC_FEATURES = 7  # masked input + c1..c6
 DTYPES = ("float32", "bfloat16")
@@ -63,12 +64,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(isinstance(_get(config, "model.critic_global_conv"), bool), "model.critic_global_conv",
            "must be True or False", config.model.critic_global_conv)
   _choice(config, "model.conv_impl", CONV_IMPLS)
+  _require(isinstance(_get(config, "model.residual_batchnorm"), bool), "model.residual_batchnorm",
+           "must be True or False", config.model.residual_batchnorm)
 
   _choice(config, "data.source", SOURCES)
   _choice(config, "data.loader", LOADERS)
   if config.data.source == "folder":
-    _require(bool(config.data.dir), "data.dir", "must name the image/mask folder when "
-             "data.source='folder'", config.data.dir)
+    _require(bool(config.data.dir), "data.dir", "must name the data folder when "
+             "data.source='folder' (the official ISIC 2017 folders or zips, or any folder of "
+             "image/mask pairs; e.g. --config.data.dir=/data/isic2017)", config.data.dir)
     _require(os.path.isdir(config.data.dir), "data.dir", "must be an existing folder of "
              "image/mask pairs", config.data.dir)
   for field in ("dir", "manual_dir", "val_ids_file", "mask_suffix"):
@@ -78,6 +82,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(os.path.isdir(config.data.manual_dir), "data.manual_dir",
              "must be an existing folder (the official zips, their folders, or image/mask pairs)",
              config.data.manual_dir)
+  _require(isinstance(_get(config, "data.download"), bool), "data.download",
+           "must be True or False", config.data.download)
   _choice(config, "data.on_bad_pairs", ON_BAD_PAIRS)
   _choice(config, "data.size_check", SIZE_CHECKS)
   _choice(config, "data.nonbinary_masks", NONBINARY_MASKS)
@@ -110,6 +116,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            "feature map (masked input, c1..c6)", weights)
   _choice(config, "loss.feature_reduction", FEATURE_REDUCTIONS)
   _number(config, "loss.dice_weight", 0.0, inf)
+  _choice(config, "loss.dice_form", DICE_FORMS)
   _number(config, "loss.bce_weight", 0.0, inf)
   _require(config.loss.adversarial_weight + config.loss.dice_weight + config.loss.bce_weight > 0,
            "loss", "needs at least one of adversarial_weight, dice_weight, bce_weight > 0",
@@ -129,9 +136,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "schedule.k_floor", 0.0, inf, lo_open=True)
 
   _positive_int(config, "train.batch_size")
-  _positive_int(config, "train.num_steps")
+  _positive_int(config, "train.num_steps", minimum=0)
+  _positive_int(config, "train.num_epochs", minimum=0)
+  steps_, epochs_ = config.train.num_steps, config.train.num_epochs
+  _require((steps_ > 0) != (epochs_ > 0), "train.num_steps",
+           "and config.train.num_epochs give the training length: set exactly one of them > 0 "
+           "and the other to 0 (e.g. --config.train.num_steps=1000 --config.train.num_epochs=0)",
+           {"num_steps": steps_, "num_epochs": epochs_})
   _positive_int(config, "train.seed", minimum=0)
   _number(config, "train.critic_clip", 0.0, inf, lo_open=True)
+  _choice(config, "train.critic_constraint", CRITIC_CONSTRAINTS)
+  _number(config, "train.ema_decay", 0.0, 1.0, hi_open=True)
   for every in ("log_every", "eval_every", "checkpoint_every"):
     _positive_int(config, f"train.{every}")
   _positive_int(config, "train.keep_checkpoints")

@@ -17,9 +17,12 @@ width-16 iteration on 2 cores, 1.45 million faults and 4-16 s at width 64. Two r
   pages on what malloc maps (a width-16 iteration 1.45 s -> 1.13-1.20 s on its own, same section).
 
 glibc reads its tunables only when a process starts, so `configure` starts the same command again
-once with them in GLIBC_TUNABLES. A tunable the user already set there (to any value) is kept.
+once with them in GLIBC_TUNABLES, and says so in one line. A tunable the user already set there (to
+any value) is kept. Only where JAX will compute on the CPU: with an accelerator plugin installed
+(CUDA, ROCm, TPU) or JAX_PLATFORMS naming another backend, nothing is changed.
 """
 
+import importlib.util
 import os
 import platform
 import sys
@@ -100,6 +103,26 @@ def environ_with_tunables(environ: dict, tunables: list[str] | tuple[str, ...]) 
   return env
 
 
+_ACCELERATOR_MODULES = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                        "jax_rocm7_plugin", "libtpu")
+
+
+def cpu_backend_expected(environ: dict | None = None) -> bool:
+  """Whether JAX will compute on the CPU, judged without starting JAX: JAX_PLATFORMS if set,
+  else whether an accelerator plugin (CUDA, ROCm, TPU) is installed."""
+  env = os.environ if environ is None else environ
+  platforms = env.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  for name in _ACCELERATOR_MODULES:
+    try:
+      if importlib.util.find_spec(name) is not None:
+        return False
+    except (ImportError, ValueError):
+      continue
+  return True
+
+
 def reexec_with_tunables(tunables: list[str] | tuple[str, ...]) -> None:
   """Replaces this process by the same command line with `tunables` in GLIBC_TUNABLES, once.
 
@@ -109,6 +132,8 @@ def reexec_with_tunables(tunables: list[str] | tuple[str, ...]) -> None:
   """
   if os.environ.get(_REEXEC_MARK) or all(tunable_set(t) for t in tunables):
     return
+  print("segan_jax: restarting once with glibc malloc settings for XLA's CPU runtime "
+        "(--nokeep_freed_memory --nohuge_pages skip this).", file=sys.stderr)
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, environ_with_tunables(os.environ, tunables))
@@ -128,6 +153,8 @@ def use_synchronous_cpu_dispatch() -> None:
 def configure(huge_pages: bool = True, keep_freed_memory: bool = True) -> None:
   """Sets a command up for XLA's CPU runtime as asked: restarts it with the tunables, once, then
   (keep_freed_memory) switches JAX to synchronous CPU dispatch. Call it before JAX computes."""
+  if not cpu_backend_expected():
+    return
   reexec_with_tunables(wanted_tunables(huge_pages, keep_freed_memory))
   if keep_freed_memory:
     use_synchronous_cpu_dispatch()

@@ -1,5 +1,7 @@
 """Trains SegAN: python -m segan_jax.main --workdir=runs/demo [--config=...] [--config.x=y].
 
+--config is a config file, or the name of one in segan_jax/configs (default, isic2017, tiny, ...).
+
 Rerunning the same command resumes from the newest intact checkpoint. A workdir holds one run at a
 time, and its checkpoints continue only under the config they were trained with, unless
 --allow_config_change. Errors a user can fix print one `error: ...` line and exit with status 2.
@@ -24,8 +26,9 @@ flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
 host_memory.define_flags()
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host runs, e.g. TPU pod slices).")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Training config: a file, or the name of one in segan_jax/configs "
+    "(default, isic2017, tiny, ...).", lock_config=True)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -37,7 +40,8 @@ def main(argv):
   try:
     validate_config(FLAGS.config)  # before the restart below, so a bad value fails at once
   except OSError as e:  # ml_collections reports an unloadable --config file on first access
-    raise ConfigError(f"cannot load the config: {cli.config_error_message(e)}") from e
+    raise ConfigError(f"cannot load the config: {cli.config_error_message(e)} (a file path, or "
+                      f"one of {', '.join(cli.available_configs())})") from e
   host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax
   from segan_jax import train

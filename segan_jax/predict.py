@@ -401,7 +401,7 @@ def _define_flags():
   flags.DEFINE_bool("save_probabilities", False, "Also write <id>_probability.png (8-bit).")
   flags.DEFINE_bool("save_overlays", False, "Also write <id>_overlay.jpg (contour on the photo).")
   flags.DEFINE_bool("recursive", False, "Search input folders recursively.")
-  flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
+  flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_integer("step", None, "Checkpoint step (single run; default: selection or latest).")
   flags.DEFINE_float("k", None, "Override k.")
   flags.DEFINE_float("threshold", None, "Override the threshold.")

@@ -20,23 +20,33 @@ from segan_jax.data import sources
 from segan_jax.errors import UserError
 from segan_jax.models import Critic, Segmentor
 from segan_jax.optional import tensorflow_available
-from segan_jax.train_state import TrainState, create_train_state
+from segan_jax.train_state import TrainState, create_train_state, with_ema
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[Segmentor, Critic]:
   """The two networks as config.model describes them."""
   dtype = jnp.dtype(config.dtype)
   m = config.model
-  return (Segmentor(width=m.width, num_classes=m.num_classes, dtype=dtype, conv_impl=m.conv_impl),
+  return (Segmentor(width=m.width, num_classes=m.num_classes, dtype=dtype, conv_impl=m.conv_impl,
+                    residual_batchnorm=m.residual_batchnorm),
           Critic(width=m.width, global_conv=m.critic_global_conv, dtype=dtype,
-                 conv_impl=m.conv_impl))
+                 conv_impl=m.conv_impl,
+                 spectral_norm=config.train.critic_constraint == "spectral_norm"))
+
+
+def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """The run's length in steps: config.train.num_steps, or num_epochs whole epochs."""
+  if config.train.get("num_epochs", 0):
+    return int(config.train.num_epochs) * steps_per_epoch
+  return int(config.train.num_steps)
 
 
 def build_step_config(config: ml_collections.ConfigDict, steps_per_epoch: int) -> steps.StepConfig:
   """Models, schedules and loss settings for the jitted steps."""
   segmentor, critic = build_models(config)
   o, s = config.optim, config.schedule
-  lr = schedules.learning_rate_schedule(o.schedule, o.learning_rate, config.train.num_steps,
+  lr = schedules.learning_rate_schedule(o.schedule, o.learning_rate,
+                                        total_steps(config, steps_per_epoch),
                                         steps_per_epoch, o.end_learning_rate, o.decay_epochs,
                                         o.decay_factor)
   k = schedules.k_schedule(steps_per_epoch, s.k_init, s.k_decay, s.k_decay_epochs, s.k_floor)
@@ -46,7 +56,9 @@ def build_step_config(config: ml_collections.ConfigDict, steps_per_epoch: int) -
       critic_clip=float(config.train.critic_clip),
       adversarial_weight=float(config.loss.adversarial_weight),
       dice_weight=float(config.loss.dice_weight), bce_weight=float(config.loss.bce_weight),
-      layer_weights=weights, feature_reduction=config.loss.feature_reduction)
+      layer_weights=weights, feature_reduction=config.loss.feature_reduction,
+      dice_form=config.loss.dice_form, critic_constraint=config.train.critic_constraint,
+      ema_decay=float(config.train.ema_decay))
 
 
 def create_states(config: ml_collections.ConfigDict,
@@ -56,8 +68,10 @@ def create_states(config: ml_collections.ConfigDict,
   side = config.data.image_size
   shape = (1, side, side, 3)
   tx = lambda: steps.make_optimizer(cfg.segmentor_lr, config.optim.b1, config.optim.b2)
-  return (create_train_state(cfg.segmentor, rng_s, shape, tx()),
-          create_train_state(cfg.critic, rng_c, shape, tx()))
+  segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx())
+  if cfg.ema_decay:  # the moving average starts at the initial weights (debiased: see update_ema)
+    segmentor = with_ema(segmentor)
+  return segmentor, create_train_state(cfg.critic, rng_c, shape, tx())
 
 
 def load_data(config: ml_collections.ConfigDict
@@ -201,9 +215,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
 
-  num_steps = config.train.num_steps
+  num_steps = total_steps(config, steps_per_epoch)
+  if config.train.get("num_epochs", 0):
+    logging.info("Training for %d epochs = %d steps.", config.train.num_epochs, num_steps)
   if start_step >= num_steps:
-    logging.info("The run is already at step %d >= config.train.num_steps=%d: nothing to train; "
+    logging.info("The run is already at step %d, the run's length (%d steps): nothing to train; "
                  "scoring the restored model.", start_step, num_steps)
   batches = train_iterator(config, train_arrays, start_step)
   pending: list[dict[str, jax.Array]] = []
@@ -222,23 +238,33 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
 
   for step in range(start_step, num_steps):
     batch = sharding.global_batch(next(batches), mesh)
+    if step == start_step:
+      logging.info("Compiling the training step (the first step; minutes on a CPU)...")
     seg_state, critic_state, step_metrics = jitted.train_step(seg_state, critic_state, batch)
     pending.append(step_metrics)
     done = step + 1
+    if step == start_step:  # steps/s and the ETA count from here, without compilation
+      jax.block_until_ready(step_metrics)
+      now = time.time()
+      logging.info("Compiled and ran the first step in %.1fs.", now - last_time)
+      last_time, last_step = now, done
     if done % config.train.log_every == 0 or done == num_steps:
       host = check_pending()
       # Losses are averaged over the interval; schedules (k, learning rates) are reported as now.
       means = {k: float(host[-1][k] if k == "k" or k.endswith("_lr") else
                         np.mean([m[k] for m in host])) for k in host[0]}
       now = time.time()
-      rate = (done - last_step) / max(now - last_time, 1e-9)
+      timed = done - last_step
+      rate = timed / max(now - last_time, 1e-9) if timed else None
       last_time, last_step = now, done
-      means["steps_per_sec"] = rate
       means["epoch"] = done / steps_per_epoch
+      if rate is not None:
+        means["steps_per_sec"] = rate
       writer.write_scalars(done, means)
       losses = " ".join(f"{k}={v:.4f}" for k, v in means.items() if k.endswith("loss"))
-      logging.info("step %d/%d | %.2f steps/s | ETA %s | k=%.3f | %s", done, num_steps, rate,
-                   _format_eta((num_steps - done) / rate), means["k"], losses)
+      speed = (f"{rate:.2f} steps/s | ETA {_format_eta((num_steps - done) / rate)}"
+               if rate is not None else "steps/s from the next line")
+      logging.info("step %d/%d | %s | k=%.3f | %s", done, num_steps, speed, means["k"], losses)
     validate_now = done % config.train.eval_every == 0 or done == num_steps
     save_now = done % config.train.checkpoint_every == 0 or done == num_steps
     if validate_now or save_now:
@@ -253,6 +279,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
                    summary["jaccard"], summary["dice"], summary["accuracy"])
       if lead:
         _write_panels(workdir, writer, done, val, probs, config)
+      last_time = time.time()  # validation does not count towards steps/s
     if save_now:
       checkpoints.save(manager, done, seg_state, critic_state,
                        {"val": summary, "steps_per_epoch": steps_per_epoch,

@@ -30,7 +30,7 @@ HISTORY_DIR = "config_history"
 # Fields a rerun may change without asking: how long to train, how often to log, validate and
 # checkpoint, how many checkpoints to keep, how to evaluate and decode, which convolution code.
 RESUMABLE_FIELDS = frozenset({
-    "train.num_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
+    "train.num_steps", "train.num_epochs", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep_checkpoints", "eval.batch_size", "eval.num_panels", "data.decode_workers",
     "model.conv_impl",
 })

@@ -5,8 +5,37 @@ from segan_jax.configs import default, isic2017, tiny
 
 
 @pytest.mark.parametrize("module", [default, isic2017, tiny])
-def test_shipped_configs_are_valid(module):
-  validate_config(module.get_config())
+def test_shipped_configs_are_valid(module, tmp_path):
+  config = module.get_config()
+  if config.data.source == "folder":
+    config.data.dir = str(tmp_path)  # the data folder is the user's to name
+  validate_config(config)
+
+
+def test_isic2017_names_its_data_and_never_downloads_unasked():
+  config = isic2017.get_config()
+  with pytest.raises(ConfigError, match=r"data\.dir must name the data folder"):
+    validate_config(config)
+  assert not config.data.download
+
+
+def test_the_paper_recipe_is_300_epochs_whatever_the_batch_or_hold_out():
+  from segan_jax import train
+  config = isic2017.get_config()
+  assert train.total_steps(config, steps_per_epoch=80) == 24000  # 2000 images, batch 25
+  assert train.total_steps(config, steps_per_epoch=72) == 21600  # 1800 after a 10% hold-out
+  config.train.batch_size = 32
+  assert train.total_steps(config, steps_per_epoch=2000 // 32) == 300 * 62
+  steps_only = default.get_config()
+  assert train.total_steps(steps_only, steps_per_epoch=62) == steps_only.train.num_steps
+
+
+@pytest.mark.parametrize("num_steps, num_epochs", [(0, 0), (100, 300)])
+def test_exactly_one_training_length(num_steps, num_epochs):
+  config = default.get_config()
+  config.train.num_steps, config.train.num_epochs = num_steps, num_epochs
+  with pytest.raises(ConfigError, match="exactly one"):
+    validate_config(config)
 
 
 def test_isic2017_is_the_paper_recipe():

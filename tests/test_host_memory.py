@@ -86,6 +86,18 @@ def test_tunables_the_user_set_are_left_alone():
   assert proc.stderr.count("started") == 1  # nothing to add: no restart
 
 
+def test_restart_is_said_once_and_only_for_the_cpu_backend():
+  wanted = host_memory.wanted_tunables(True, True)
+  proc = _run(_REPORT, _clean_env(JAX_PLATFORMS="cpu"), "1", "1")
+  assert proc.stderr.count("restarting once with glibc malloc settings") == (1 if wanted else 0)
+  # Another backend named: neither a restart nor synchronous dispatch.
+  proc = _run(_REPORT, _clean_env(JAX_PLATFORMS="cuda,cpu"), "1", "1")
+  assert proc.stdout.strip() == "None True []"
+  assert proc.stderr.count("started") == 1 and "restarting" not in proc.stderr
+  assert host_memory.cpu_backend_expected({"JAX_PLATFORMS": "cpu"})
+  assert not host_memory.cpu_backend_expected({"JAX_PLATFORMS": "tpu"})
+
+
 _FAULTS_OF_A_LARGE_MALLOC = """
 import ctypes, resource
 libc = ctypes.CDLL(None)

@@ -15,12 +15,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.width = 8  # ndf; the paper uses 64
   config.model.num_classes = 1  # number of label maps N
   config.model.critic_global_conv = False
+  config.model.residual_batchnorm = True  # BN in S's residual blocks (authors' code: none called)
   config.model.conv_impl = "auto"  # auto | xla | cpu (fast kernel gradients on the CPU backend)
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "synthetic"  # synthetic | folder | tfds
   config.data.dir = ""  # folder of image/mask pairs, or TFDS data_dir ("" = TFDS default)
   config.data.manual_dir = ""  # tfds: folder holding the official zips or any folder of pairs
+  config.data.download = False  # tfds: download the six official zips (GBs) when not yet built
   config.data.seed = 0  # seed of the synthetic data and of the validation hold-out
   config.data.train_size = 1000  # synthetic examples in the training split
   config.data.val_size = 100  # synthetic examples in the validation split
@@ -48,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.layer_weights = ()  # one per critic feature map (7); () means all 1 (paper)
   config.loss.feature_reduction = "per_layer"  # per_layer (paper) | concatenated (authors' code)
   config.loss.dice_weight = 0.0  # soft Dice term in S's objective (authors' code: 1.0)
+  config.loss.dice_form = "soft"  # soft (smoothed, plain sums) | authors (squared sums, no eps)
   config.loss.bce_weight = 0.0  # binary cross-entropy term (non-adversarial baselines)
 
   config.optim = ml_collections.ConfigDict()
@@ -67,9 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16
-  config.train.num_steps = 800
+  config.train.num_steps = 800  # training length in steps, or 0 to give it in epochs:
+  config.train.num_epochs = 0  # training length in epochs (0: num_steps is the length)
   config.train.seed = 0
   config.train.critic_clip = 0.05
+  config.train.critic_constraint = "clip"  # clip | spectral_norm (kernels; the rest still clipped)
+  config.train.ema_decay = 0.0  # moving average of S's weights for inference (0: none; e.g. 0.999)
   config.train.log_every = 20
   config.train.eval_every = 200
   config.train.checkpoint_every = 200
@@ -77,6 +83,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.threshold = 0.4
-  config.eval.batch_size = 25
+  config.eval.batch_size = 16  # as evaluate and predict
   config.eval.num_panels = 4
   return config

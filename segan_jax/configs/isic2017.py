@@ -1,4 +1,8 @@
-"""The paper's recipe on ISIC 2017 Part 1 (2000 training images, batch 25: 80 steps per epoch)."""
+"""The paper's recipe on ISIC 2017 Part 1: 300 epochs of batch 25 (80 steps per epoch on 2000 images).
+
+Give the data explicitly, e.g. `--config.data.dir=/data/isic2017` (the official folders or zips,
+see data_prep/README.md), or `--config.data.source=tfds` for a prepared TFDS dataset.
+"""
 
 import ml_collections
 
@@ -8,9 +12,10 @@ from segan_jax.configs import default
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.width = 64
-  config.data.source = "tfds"
+  config.data.source = "folder"  # config.data.dir must name the data; nothing is downloaded
   config.train.batch_size = 25
-  config.train.num_steps = 80 * 300  # 300 epochs: k reaches its floor 0.3 after 275
+  config.train.num_steps = 0  # the length is in epochs, whatever the batch size or hold-out
+  config.train.num_epochs = 300  # k reaches its floor 0.3 after 275 epochs
   config.optim.learning_rate = 0.003
   config.optim.schedule = "linear"
   config.schedule.k_decay_epochs = 25

@@ -202,6 +202,13 @@ def _pairs(b: Isic2017, split: str, keep=None):
 def _prepared(data) -> Isic2017:
   """The builder of config.data, with its dataset built (from data.manual_dir) if not yet."""
   b = builder(data)
+  if (not data.manual_dir and not data.get("download", False)
+      and not b.data_path.exists()):
+    raise folder.DataError(
+        f"The isic2017 TFDS dataset is not built in {b.data_dir}, and nothing says where to "
+        "build it from: set --config.data.manual_dir to the folder of the official ISIC 2017 zips "
+        "(or their folders), --config.data.download=True to download the six official zips "
+        "(several GB), or use --config.data.source=folder --config.data.dir=<that folder>.")
   try:
     prepare(b, data.manual_dir)
   except AssertionError as e:

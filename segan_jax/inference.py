@@ -56,6 +56,7 @@ class LoadedModel:
   threshold: float
   sources: dict[str, str]  # where step, k and threshold came from
   checkpoint_extras: dict[str, Any]
+  weights: str = "raw"  # "ema": the moving average of the weights (train.ema_decay); "raw"
 
   @property
   def image_size(self) -> int:
@@ -69,7 +70,8 @@ class LoadedModel:
     """A JSON-friendly description of what was loaded."""
     return {"workdir": os.path.abspath(self.workdir), "step": self.step, "k": self.k,
             "threshold": self.threshold, "sources": dict(self.sources),
-            "width": int(self.config.model.width), "image_size": self.image_size}
+            "width": int(self.config.model.width), "image_size": self.image_size,
+            "weights": self.weights}
 
 
 def _fill_missing(target: dict, defaults: dict) -> dict:
@@ -141,12 +143,14 @@ def write_selection(workdir: str, selection: dict[str, Any]) -> str:
 
 def load_model(workdir: str, step: int | None = None, k: float | None = None,
                threshold: float | None = None, use_selection: bool = True,
-               conv_impl: str = "xla") -> LoadedModel:
+               conv_impl: str = "xla", use_ema: bool = True) -> LoadedModel:
   """Loads a run's segmentor at `step` (default: selection.json's step, else the latest).
 
   k and threshold default to selection.json's values, else to the checkpoint's stored ones.
   `conv_impl` replaces config.model.conv_impl (inference needs no custom gradient kernels; "xla"
-  also keeps the function exportable); the parameters do not depend on it.
+  also keeps the function exportable); the parameters do not depend on it. A run trained with
+  train.ema_decay > 0 is loaded with the moving average of its weights unless use_ema=False
+  (LoadedModel.weights says which: "ema" or "raw").
   """
   from segan_jax import train  # deferred: train imports clu and TensorBoard writers
 
@@ -218,20 +222,27 @@ def load_model(workdir: str, step: int | None = None, k: float | None = None,
   if not k_value > 0:
     raise RunError(f"k must be positive, got {k_value}.")
   segmentor, _ = train.build_models(config)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  if use_ema and state.ema is not None:
+    variables, weights = state.ema, "ema"
+  else:
+    variables, weights = {"params": state.params, "batch_stats": state.batch_stats}, "raw"
+  if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(variables)):
+    raise RunError(f"{workdir}/checkpoints/{step} holds NaN or infinity in its {weights} weights "
+                   "(a diverged or damaged checkpoint); choose another with --step.")
   return LoadedModel(workdir=workdir, config=config, segmentor=segmentor, variables=variables,
                      step=int(step), k=k_value, threshold=t_value, sources=sources,
-                     checkpoint_extras=extras)
+                     checkpoint_extras=extras, weights=weights)
 
 
 def load_models(workdirs: Sequence[str], step: int | None = None, k: float | None = None,
-                threshold: float | None = None, use_selection: bool = True) -> list[LoadedModel]:
+                threshold: float | None = None, use_selection: bool = True,
+                use_ema: bool = True) -> list[LoadedModel]:
   """Loads every run of an ensemble; they must share the network input size and label maps."""
   if not workdirs:
     raise RunError("No --workdir given.")
   if step is not None and len(workdirs) > 1:
     raise RunError("A checkpoint step can only be chosen for a single run, not an ensemble.")
-  models = [load_model(w, step, k, threshold, use_selection) for w in workdirs]
+  models = [load_model(w, step, k, threshold, use_selection, use_ema=use_ema) for w in workdirs]
   for m in models[1:]:
     if (m.image_size, m.num_classes) != (models[0].image_size, models[0].num_classes):
       raise RunError(

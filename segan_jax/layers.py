@@ -53,19 +53,21 @@ class Conv(nn.Module):
 
 
 class ConvBNAct(nn.Module):
-  """Convolution (no bias) -> BatchNorm -> activation."""
+  """Convolution (no bias) -> BatchNorm -> activation; without `batchnorm`, conv -> activation."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)
   activation: Activation = nn.relu
   dtype: Dtype = jnp.float32
   conv_impl: str = "auto"
+  batchnorm: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = Conv(self.features, self.kernel_size, self.strides, dtype=self.dtype, impl=self.conv_impl,
              name="conv")(x)
-    x = batch_norm(train, self.dtype, name="bn")(x)
+    if self.batchnorm:
+      x = batch_norm(train, self.dtype, name="bn")(x)
     return self.activation(x)
 
 
@@ -76,10 +78,15 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
 
 
 class ResidualBlock(nn.Module):
-  """x + (1x1 c->2c, 3x3 2c->2c, 1x1 2c->c), each conv followed by BN and the activation."""
+  """x + (1x1 c->2c, 3x3 2c->2c, 1x1 2c->c), each conv followed by BN and the activation.
+
+  batchnorm=False leaves the BN out (conv, activation), as the authors' forward pass does: their
+  blocks build BatchNorm layers and never call them.
+  """
   activation: Activation = nn.relu
   dtype: Dtype = jnp.float32
   conv_impl: str = "auto"
+  batchnorm: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -87,7 +94,7 @@ class ResidualBlock(nn.Module):
     y = x
     for i, (features, size) in enumerate(((2 * c, 1), (2 * c, 3), (c, 1))):
       y = ConvBNAct(features, (size, size), activation=self.activation, dtype=self.dtype,
-                    conv_impl=self.conv_impl, name=f"conv{i}")(y, train)
+                    conv_impl=self.conv_impl, batchnorm=self.batchnorm, name=f"conv{i}")(y, train)
     return x.astype(y.dtype) + y
 
 

@@ -36,13 +36,44 @@ def multiscale_l1(features_a: Sequence[jax.Array],
 
 
 def soft_dice_loss(probs: jax.Array, targets: jax.Array, eps: float = 1.0) -> jax.Array:
-  """1 - soft Dice, per image and label map, averaged; eps smooths empty masks (as the authors' code)."""
+  """1 - (2 sum(p y) + eps) / (sum p + sum y + eps), per image and label map, averaged.
+
+  segan_jax's own smoothed form (eps keeps empty masks finite). It is not the authors' formula,
+  which squares the denominator's terms and has no smoothing: see authors_dice_loss.
+  """
   probs = probs.astype(jnp.float32)
   targets = targets.astype(jnp.float32)
   axes = (1, 2)
   intersection = jnp.sum(probs * targets, axis=axes)
   denominator = jnp.sum(probs, axis=axes) + jnp.sum(targets, axis=axes)
   return 1.0 - jnp.mean((2.0 * intersection + eps) / (denominator + eps))
+
+
+def authors_dice_loss(probs: jax.Array, targets: jax.Array) -> jax.Array:
+  """1 - 2 sum(p y) / (sum p^2 + sum y^2), per image and label map, averaged.
+
+  The SegAN authors' `dice_loss` (train.py): squared terms in the denominator, no smoothing. For
+  their single label map this is exactly their value (they sum over maps and divide by the batch
+  size); with several maps segan_jax averages over maps too.
+  """
+  probs = probs.astype(jnp.float32)
+  targets = targets.astype(jnp.float32)
+  axes = (1, 2)
+  intersection = jnp.sum(probs * targets, axis=axes)
+  denominator = jnp.sum(probs * probs, axis=axes) + jnp.sum(targets * targets, axis=axes)
+  return 1.0 - jnp.mean(2.0 * intersection / denominator)
+
+
+DICE_FORMS = ("soft", "authors")
+
+
+def dice_loss(probs: jax.Array, targets: jax.Array, form: str = "soft") -> jax.Array:
+  """The Dice term of S's objective in the chosen form (`loss.dice_form`)."""
+  if form == "soft":
+    return soft_dice_loss(probs, targets)
+  if form == "authors":
+    return authors_dice_loss(probs, targets)
+  raise ValueError(f"Unknown Dice form {form!r}; expected one of {DICE_FORMS}.")
 
 
 def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array,

@@ -39,6 +39,7 @@ Differences from ISIC's code, all deliberate:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -139,15 +140,23 @@ def image_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
   }
 
 
-def score_prediction(prob: np.ndarray, truth_mask: np.ndarray,
-                     threshold: float) -> dict[str, float]:
+PostProcess = Callable[[np.ndarray], np.ndarray]
+
+
+def score_prediction(prob: np.ndarray, truth_mask: np.ndarray, threshold: float,
+                     postprocess: PostProcess | None = None) -> dict[str, float]:
   """Scores a probability map (any HxW) against a ground-truth mask at the mask's resolution.
 
-  The map is resized bilinearly to the mask's size, then binarised with `prob > threshold`.
+  The map is resized bilinearly to the mask's size, then binarised with `prob > threshold`; a
+  `postprocess` function (e.g. segan_jax.postprocess.postprocess_mask) then maps that binary
+  mask to the one scored.
   """
   truth = binarize_truth(truth_mask)
   prob = resize_probability(prob, truth.shape)
-  return image_scores(binarize_prediction(prob, threshold), truth)
+  pred = binarize_prediction(prob, threshold)
+  if postprocess is not None:
+    pred = postprocess(pred)
+  return image_scores(pred, truth)
 
 
 def summarize(per_image: list[dict[str, float]]) -> dict[str, float]:
@@ -178,9 +187,10 @@ class ScoreAccumulator:
     return len(self._rows)
 
   def add(self, prob: np.ndarray, truth_mask: np.ndarray, threshold: float,
-          image_id: str | None = None) -> dict[str, float]:
+          image_id: str | None = None,
+          postprocess: PostProcess | None = None) -> dict[str, float]:
     """Scores and records one image (image_id defaults to its running index); returns its scores."""
-    scores = score_prediction(prob, truth_mask, threshold)
+    scores = score_prediction(prob, truth_mask, threshold, postprocess)
     row_id = str(len(self._rows)) if image_id is None else image_id
     self._rows.append({"id": row_id, **scores})
     return scores

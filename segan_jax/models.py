@@ -25,18 +25,23 @@ def check_spatial_size(shape: tuple[int, ...]) -> None:
 
 
 class Segmentor(nn.Module):
-  """The fully convolutional encoder-decoder S; returns N logit maps at input resolution."""
+  """The fully convolutional encoder-decoder S; returns N logit maps at input resolution.
+
+  residual_batchnorm=False leaves BatchNorm out of every residual block, as the authors' forward
+  pass does (they build it and never call it); the default applies it, as the paper describes.
+  """
   width: int = 64
   num_classes: int = 1
   dtype: Dtype = jnp.float32
   conv_impl: str = "auto"
+  residual_batchnorm: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     check_spatial_size(x.shape)
     w, dt, impl = self.width, self.dtype, self.conv_impl
     down = lambda f, k, name: ConvBNAct(f, (k, k), (2, 2), leaky_relu, dt, impl, name=name)
-    res = lambda act, name: ResidualBlock(act, dt, impl, name=name)
+    res = lambda act, name: ResidualBlock(act, dt, impl, self.residual_batchnorm, name=name)
 
     # Encoder.
     e1 = leaky_relu(Conv(w, (7, 7), (2, 2), use_bias=True, dtype=dt, impl=impl, name="e1_conv")(x))
@@ -74,7 +79,8 @@ class Segmentor(nn.Module):
     y = GlobalConvBlock(features, k, dtype=self.dtype, conv_impl=self.conv_impl, upsample=True,
                         name=f"{name}_gcn")(x)
     y = nn.relu(batch_norm(train, self.dtype, name=f"{name}_bn")(y))
-    return ResidualBlock(nn.relu, self.dtype, self.conv_impl, name=f"{name}_res")(y, train)
+    return ResidualBlock(nn.relu, self.dtype, self.conv_impl, self.residual_batchnorm,
+                         name=f"{name}_res")(y, train)
 
 
 # Critic layers: (features in ndf units, kernel, global-conv kernel used when global_conv=True).
@@ -86,27 +92,41 @@ class Critic(nn.Module):
 
   With `global_conv`, c1-c5 use strided global convolution blocks (kernels 11, 9, 9, 7, 7: the
   segmentor's decoder reversed, without residual blocks) instead of plain square kernels.
+
+  With `spectral_norm`, every convolution kernel is divided by its largest singular value
+  (flax.linen.SpectralNorm: the kernel as a (kh * kw * c_in, c_out) matrix, one power iteration
+  per update from a stored vector u). u and the estimate sigma live in the `batch_stats`
+  collection under `c{i}_sn`, so they travel with the critic's state and its checkpoints. They
+  advance when `update_spectral_norm` (default: `train`) is true; with it false the stored u is
+  used as it is, so two passes can share one normalisation.
   """
   width: int = 64
   global_conv: bool = False
   dtype: Dtype = jnp.float32
   conv_impl: str = "auto"
+  spectral_norm: bool = False
 
   @nn.compact
-  def __call__(self, masked: jax.Array, train: bool = True) -> list[jax.Array]:
+  def __call__(self, masked: jax.Array, train: bool = True,
+               update_spectral_norm: bool | None = None) -> list[jax.Array]:
     check_spatial_size(masked.shape)
+    update = train if update_spectral_norm is None else update_spectral_norm
+    normalized = lambda layer, name, x: (
+        nn.SpectralNorm(layer, name=name)(x, update_stats=update) if self.spectral_norm
+        else layer(x))
     features = [masked.astype(jnp.float32)]
     y = masked
     for i, (units, k, gk) in enumerate(CRITIC_LAYERS, start=1):
       f = units * self.width
       first = i == 1
       if self.global_conv and gk is not None:
-        y = GlobalConvBlock(f, gk, (2, 2), self.dtype, self.conv_impl, name=f"c{i}_gcn")(y)
+        y = normalized(GlobalConvBlock(f, gk, (2, 2), self.dtype, self.conv_impl,
+                                       name=f"c{i}_gcn"), f"c{i}_sn", y)
         if first:
           y = y + self.param(f"c{i}_bias", nn.initializers.zeros, (f,), jnp.float32).astype(y.dtype)
       else:
-        y = Conv(f, (k, k), (2, 2), use_bias=first, dtype=self.dtype, impl=self.conv_impl,
-                 name=f"c{i}_conv")(y)
+        y = normalized(Conv(f, (k, k), (2, 2), use_bias=first, dtype=self.dtype,
+                            impl=self.conv_impl, name=f"c{i}_conv"), f"c{i}_sn", y)
       if not first:
         y = batch_norm(train, self.dtype, name=f"c{i}_bn")(y)
       y = leaky_relu(y)

@@ -25,18 +25,41 @@ def k_schedule(steps_per_epoch: int, k_init: float = 1.0, decay: float = 0.9,
   return schedule
 
 
-LR_SCHEDULES = ("linear", "step", "constant")
+LR_SCHEDULES = ("linear", "step", "step_authors", "constant")
 
 
 def learning_rate_schedule(kind: str, base: float, num_steps: int, steps_per_epoch: int,
                            end_value: float = 0.0, decay_epochs: int = 25,
                            decay_factor: float = 0.5) -> optax.Schedule:
-  """The paper's linear decay to `end_value`, the authors' step decay (x0.5 every 25 epochs), or constant."""
+  """The learning rate at each step, by `kind`:
+
+  linear: the paper's linear decay from `base` to `end_value` over num_steps.
+  step: base * decay_factor ** floor(epoch / decay_epochs) (x0.5 every 25 epochs).
+  step_authors: the authors' train.py exactly: they multiply the rate by 0.5 after every epoch
+    with `epoch % 25 == 0`, the first time after epoch 0, so epoch e runs at
+    base * decay_factor ** ceil(e / decay_epochs) (epoch 0 at base, epochs 1-25 at base / 2,
+    ...), never below max(end_value, 1e-8) (their floor). (They also re-create Adam at each
+    decay, resetting its moments; segan_jax keeps them.)
+  constant: base.
+  """
   if kind == "linear":
     return optax.linear_schedule(base, end_value, transition_steps=max(num_steps, 1))
   if kind == "step":
     return optax.exponential_decay(base, transition_steps=decay_epochs * steps_per_epoch,
                                    decay_rate=decay_factor, staircase=True)
+  if kind == "step_authors":
+    if steps_per_epoch <= 0 or decay_epochs <= 0:
+      raise ValueError("The step_authors schedule needs positive steps_per_epoch and "
+                       "optim.decay_epochs.")
+    floor = max(float(end_value), 1e-8)
+
+    def authors(step):
+      epoch = jnp.asarray(step) // steps_per_epoch
+      decays = (epoch + decay_epochs - 1) // decay_epochs  # ceil(epoch / decay_epochs)
+      rate = base * jnp.power(jnp.float32(decay_factor), decays.astype(jnp.float32))
+      return jnp.maximum(rate, jnp.float32(floor)).astype(jnp.float32)
+
+    return authors
   if kind == "constant":
     return optax.constant_schedule(base)
   raise ValueError(f"optim.schedule={kind!r} is not one of {LR_SCHEDULES}.")

@@ -16,13 +16,28 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from segan_jax.activations import adaptive_logistic
-from segan_jax.losses import binary_cross_entropy_with_logits, multiscale_l1, soft_dice_loss
+from segan_jax.losses import binary_cross_entropy_with_logits, dice_loss, multiscale_l1
 from segan_jax.models import mask_images, segment_inference
 from segan_jax.sharding import DATA_AXIS
-from segan_jax.train_state import TrainState, clip_params
+from segan_jax.train_state import (TrainState, clip_params, clip_params_except_kernels,
+                                   update_ema)
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+
+# How the critic is kept bounded (train.critic_constraint).
+#   clip: every parameter clipped to [-critic_clip, critic_clip] after each update (the paper's
+#     and the authors' weight clipping).
+#   spectral_norm: every convolution kernel divided by its largest singular value (the Critic's
+#     spectral_norm, power iteration); the other parameters (BatchNorm scales and offsets, c1's
+#     bias) are still clipped to critic_clip, since the BatchNorm after c2-c6 would otherwise undo
+#     the kernels' normalisation through its scale (a very large critic_clip leaves them free).
+# A gradient penalty (WGAN-GP) is not offered: it constrains the input gradient of a scalar
+# critic score, while this critic returns feature maps compared by an L1 distance (a penalty would
+# need the norm of a Jacobian, not of a gradient), and its training-mode BatchNorm couples the
+# samples of a batch, which makes a per-sample gradient penalty ill-defined (the WGAN-GP authors
+# remove BatchNorm from the critic for that reason).
+CRITIC_CONSTRAINTS = ("clip", "spectral_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +54,9 @@ class StepConfig:
   bce_weight: float = 0.0
   layer_weights: tuple[float, ...] | None = None
   feature_reduction: str = "per_layer"
+  dice_form: str = "soft"  # losses.DICE_FORMS
+  critic_constraint: str = "clip"  # CRITIC_CONSTRAINTS
+  ema_decay: float = 0.0  # S's moving average (0: none; the state must hold `ema` otherwise)
 
 
 def _variables(state: TrainState, params: Any = None) -> dict[str, Any]:
@@ -57,13 +75,28 @@ def segment(cfg: StepConfig, state: TrainState, images: jax.Array, train: bool,
 
 
 def critic_features(cfg: StepConfig, state: TrainState, images: jax.Array, maps: jax.Array,
-                    params: Any = None, batch_stats: Any = None) -> tuple[list[jax.Array], Any]:
-  """C's feature maps of the images masked by each label map (BatchNorm in training mode)."""
+                    params: Any = None, batch_stats: Any = None,
+                    update_spectral_norm: bool = True) -> tuple[list[jax.Array], Any]:
+  """C's feature maps of the images masked by each label map (BatchNorm in training mode).
+
+  update_spectral_norm: whether a spectrally normalised critic advances its power iteration.
+  """
   variables = {"params": state.params if params is None else params,
                "batch_stats": state.batch_stats if batch_stats is None else batch_stats}
+  kwargs = {"update_spectral_norm": False} if not update_spectral_norm else {}
   features, updates = cfg.critic.apply(variables, mask_images(images, maps), train=True,
-                                       mutable=["batch_stats"])
+                                       mutable=["batch_stats"], **kwargs)
   return features, updates["batch_stats"]
+
+
+def constrain_critic(cfg: StepConfig, params: Any) -> Any:
+  """C's parameters after an update, constrained as cfg.critic_constraint says."""
+  if cfg.critic_constraint == "clip":
+    return clip_params(params, cfg.critic_clip)
+  if cfg.critic_constraint == "spectral_norm":
+    return clip_params_except_kernels(params, cfg.critic_clip)
+  raise ValueError(f"Unknown critic constraint {cfg.critic_constraint!r}; expected one of "
+                   f"{CRITIC_CONSTRAINTS}.")
 
 
 def adversarial_loss(cfg: StepConfig, fake: list[jax.Array], real: list[jax.Array]) -> jax.Array:
@@ -78,15 +111,17 @@ def _critic_update(critic_state: TrainState, batch: Batch, logits: jax.Array, k:
 
   def loss_fn(params):
     # Two passes, as in the authors' code: each normalises by its own batch statistics and the
-    # running statistics are updated by both in turn.
-    fake, stats = critic_features(cfg, critic_state, images, probs, params)
+    # running statistics are updated by both in turn. A spectrally normalised critic advances its
+    # power iteration in the second pass only, so both passes use the same kernels.
+    fake, stats = critic_features(cfg, critic_state, images, probs, params,
+                                  update_spectral_norm=False)
     real, stats = critic_features(cfg, critic_state, images, masks, params, stats)
     loss = adversarial_loss(cfg, fake, real)
     return -loss, (loss, stats)
 
   grads, (loss, stats) = jax.grad(loss_fn, has_aux=True)(critic_state.params)
   new_state = critic_state.apply_gradients(grads=grads, batch_stats=stats)
-  new_state = new_state.replace(params=clip_params(new_state.params, cfg.critic_clip))
+  new_state = new_state.replace(params=constrain_critic(cfg, new_state.params))
   return new_state, {"critic_loss": loss, "critic_lr": cfg.critic_lr(critic_state.step)}
 
 
@@ -113,7 +148,7 @@ def _segmentor_update(segmentor_state: TrainState, critic_state: TrainState, bat
       fake, _ = critic_features(cfg, critic_state, images, probs)
       terms["adversarial_loss"] = adversarial_loss(cfg, fake, real)
     if cfg.dice_weight:
-      terms["dice_loss"] = soft_dice_loss(probs, masks)
+      terms["dice_loss"] = dice_loss(probs, masks, cfg.dice_form)
     if cfg.bce_weight:
       terms["bce_loss"] = binary_cross_entropy_with_logits(logits, masks, k)
     weights = {"adversarial_loss": cfg.adversarial_weight, "dice_loss": cfg.dice_weight,
@@ -124,6 +159,8 @@ def _segmentor_update(segmentor_state: TrainState, critic_state: TrainState, bat
   logit_grads, terms = jax.grad(loss_fn, has_aux=True)(logits)
   (grads,) = logits_vjp(logit_grads)
   new_state = segmentor_state.apply_gradients(grads=grads, batch_stats=stats)
+  if cfg.ema_decay:
+    new_state = update_ema(new_state, cfg.ema_decay)
   metrics = {**terms, "k": k, "segmentor_lr": cfg.segmentor_lr(segmentor_state.step)}
   return new_state, metrics
 
@@ -164,9 +201,10 @@ def train_step(segmentor_state: TrainState, critic_state: TrainState, batch: Bat
 
 def predict_probs(segmentor_state: TrainState, images: jax.Array, cfg: StepConfig,
                   k: jax.Array | None = None) -> jax.Array:
-  """S's probability maps in inference mode (running BatchNorm statistics), at k or the schedule's k."""
+  """S's probability maps in inference mode (running BatchNorm statistics), at k or the schedule's
+  k; with the moving average of S's variables where the state has one (train.ema_decay)."""
   k = cfg.k_schedule(segmentor_state.step) if k is None else k
-  logits, _ = segment(cfg, segmentor_state, images, train=False)
+  logits = segment_inference(cfg.segmentor, segmentor_state.inference_variables(), images)
   return adaptive_logistic(logits, k)
 
 

@@ -10,8 +10,20 @@ from flax.training import train_state
 
 
 class TrainState(train_state.TrainState):
-  """A player's parameters, optimizer state and BatchNorm running statistics."""
+  """A player's parameters, optimizer state and BatchNorm running statistics.
+
+  `ema` is None, or {"params", "batch_stats"}: the exponential moving average of both, for
+  inference (train.ema_decay). None adds nothing to the pytree, so states and checkpoints
+  without it keep their structure.
+  """
   batch_stats: Any = None
+  ema: Any = None
+
+  def inference_variables(self) -> dict[str, Any]:
+    """The variables to predict with: the moving average where there is one, else the raw ones."""
+    if self.ema is not None:
+      return self.ema
+    return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 def create_train_state(module: nn.Module, rng: jax.Array, input_shape: tuple[int, ...],
@@ -26,9 +38,43 @@ def create_train_state(module: nn.Module, rng: jax.Array, input_shape: tuple[int
   return state.replace(step=jnp.asarray(0, jnp.int32))
 
 
+def with_ema(state: TrainState) -> TrainState:
+  """The state with a moving average started at (copies of) its parameters and statistics.
+
+  Copies, not the same arrays: the jitted steps donate the state, and a buffer donated twice fails.
+  """
+  current = {"params": state.params, "batch_stats": state.batch_stats}
+  return state.replace(ema=jax.tree.map(lambda x: jnp.array(x, copy=True), current))
+
+
+def update_ema(state: TrainState, decay: float) -> TrainState:
+  """Moves state.ema towards the state's (already updated) variables; state.step counts updates.
+
+  The average is debiased (as Adam's moments): after t updates it is
+  sum_i (1 - decay) decay^(t - i) v_i / (1 - decay^t), a weighted mean of the variables seen, so
+  the initial weights carry no weight and short runs are not held back. Stored debiased, it is
+  usable as is; the per-update factor is decay (1 - decay^(t-1)) / (1 - decay^t), 0 at t = 1.
+  """
+  t = state.step.astype(jnp.float32)
+  d = jnp.float32(decay)
+  factor = d * (1.0 - d ** (t - 1.0)) / (1.0 - d ** t)
+  current = {"params": state.params, "batch_stats": state.batch_stats}
+  ema = jax.tree.map(lambda e, v: (factor * e + (1.0 - factor) * v).astype(e.dtype), state.ema,
+                     current)
+  return state.replace(ema=ema)
+
+
 def clip_params(params: Any, bound: float) -> Any:
   """Clips every parameter leaf to [-bound, bound] (WGAN-style critic clipping)."""
   return jax.tree.map(lambda p: jnp.clip(p, -bound, bound), params)
+
+
+def clip_params_except_kernels(params: Any, bound: float) -> Any:
+  """Clips every parameter leaf but the convolution kernels (leaves named 'kernel') to
+  [-bound, bound]: the clipping that remains when spectral normalisation bounds the kernels."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: p if getattr(path[-1], "key", None) == "kernel"
+      else jnp.clip(p, -bound, bound), params)
 
 
 def count_kernel_weights(params: Any) -> int:

@@ -23,10 +23,12 @@ def predict_eval_set(predict: Callable[[np.ndarray], jax.Array], eval_set: EvalS
 
 
 def score_eval_set(probs: np.ndarray, eval_set: EvalSet, threshold: float,
-                   label_map: int = 0) -> metrics.ScoreAccumulator:
-  """Scores one label map of each prediction against its mask at the original resolution."""
+                   label_map: int = 0,
+                   postprocess: metrics.PostProcess | None = None) -> metrics.ScoreAccumulator:
+  """Scores one label map of each prediction against its mask at the original resolution
+  (each thresholded mask passed through `postprocess` first, where given)."""
   acc = metrics.ScoreAccumulator()
   for prob, mask, image_id in zip(probs, eval_set.masks, eval_set.ids):
     if mask is not None:
-      acc.add(prob[..., label_map], mask, threshold, image_id=image_id)
+      acc.add(prob[..., label_map], mask, threshold, image_id=image_id, postprocess=postprocess)
   return acc

@@ -15,7 +15,8 @@ NUM_CRITIC_FEATURES = 7  # masked input + c1..c6
 DTYPES = ("float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "cpu")
 SOURCES = ("synthetic", "folder", "tfds")
-LOADERS = ("tfdata", "numpy")
+LOADERS = ("device", "host")
+REMOVED_LOADERS = ("tfdata", "numpy")  # former loaders, refused with a pointer to LOADERS
 
 
 class ConfigError(UserError, ValueError):
@@ -68,6 +69,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            "must be True or False", config.model.residual_batchnorm)
 
   _choice(config, "data.source", SOURCES)
+  _require(_get(config, "data.loader") not in REMOVED_LOADERS, "data.loader",
+           "names a removed loader: every input path now runs the same JAX augmentation; use "
+           "'device' (default) or 'host'", config.data.loader)
   _choice(config, "data.loader", LOADERS)
   if config.data.source == "folder":
     _require(bool(config.data.dir), "data.dir", "must name the data folder when "
@@ -106,6 +110,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for jitter in ("brightness", "contrast", "saturation"):
     _number(config, f"data.{jitter}", 0.0, 1.0)
   _number(config, "data.hue", 0.0, 0.5)
+  _number(config, "data.whole_image_prob", 0.0, 1.0)
 
   _number(config, "loss.adversarial_weight", 0.0, inf)
   weights = tuple(_get(config, "loss.layer_weights") or ())

@@ -37,8 +37,14 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
 
 
-def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles this process's slice of the batch into global arrays split on the data axis."""
+def global_batch(local_batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles this process's slice of the batch into global arrays split on the data axis;
+  arrays already split that way (the device input pipeline's) pass through unchanged."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+  return {k: v if _split_on_data(v, sharding) else
+          jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+def _split_on_data(value: Any, sharding: NamedSharding) -> bool:
+  return isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sharding, value.ndim)

@@ -1,9 +1,11 @@
-"""TensorBoard metric writers: clu's (TensorFlow summaries) where TensorFlow is installed, else a
-writer on tensorboard's own event-file writer, with the same write_* methods."""
+"""TensorBoard metric writer on tensorboard's own event-file writer (no TensorFlow, no clu), with
+clu's write_* methods: the same event files whatever else is installed."""
 
 import glob
 import io
+import itertools
 import os
+import socket
 import struct
 import time
 from collections.abc import Mapping
@@ -11,8 +13,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-
-from segan_jax.optional import tensorflow_available
 
 
 def create_writer(workdir: str, just_logging: bool = False, resume_step: int | None = None):
@@ -24,11 +24,6 @@ def create_writer(workdir: str, just_logging: bool = False, resume_step: int | N
   """
   if resume_step is not None and not just_logging:
     trim_event_files(workdir, resume_step)
-  if tensorflow_available():
-    from clu import metric_writers
-    if just_logging:
-      return metric_writers.MultiWriter([])
-    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
   return EventFileWriter(workdir, just_logging=just_logging)
 
 
@@ -36,10 +31,7 @@ class EventFileWriter:
   """clu-style writer (write_scalars/images/hparams, flush, close) without TensorFlow."""
 
   def __init__(self, logdir: str, just_logging: bool = False):
-    self._writer = None
-    if not just_logging:
-      from tensorboard.summary.writer.event_file_writer import EventFileWriter as _Writer
-      self._writer = _Writer(logdir)
+    self._writer = None if just_logging else _EventFile(logdir)
 
   def _add(self, step: int, values: list) -> None:
     from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -81,6 +73,34 @@ class EventFileWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+class _EventFile:
+  """One event file, written with tensorboard's record format on a plain local file: tensorboard's
+  own EventFileWriter opens files through tf.io.gfile, which imports TensorFlow where installed."""
+
+  _uids = itertools.count()
+
+  def __init__(self, logdir: str):
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    os.makedirs(logdir, exist_ok=True)
+    name = "events.out.tfevents.%010d.%s.%s.%s" % (time.time(), socket.gethostname(), os.getpid(),
+                                                   next(self._uids))
+    self._file = open(os.path.join(logdir, name), "wb")
+    self._records = RecordWriter(self._file)
+    self.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    self.flush()
+
+  def add_event(self, event) -> None:
+    self._records.write(event.SerializeToString())
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    if not self._file.closed:
+      self._file.close()
 
 
 def _records(data: bytes):

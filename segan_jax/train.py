@@ -19,7 +19,6 @@ from segan_jax.data import arrays as data_arrays
 from segan_jax.data import sources
 from segan_jax.errors import UserError
 from segan_jax.models import Critic, Segmentor
-from segan_jax.optional import tensorflow_available
 from segan_jax.train_state import TrainState, create_train_state, with_ema
 
 
@@ -85,17 +84,12 @@ def load_data(config: ml_collections.ConfigDict
 
 
 def train_iterator(config: ml_collections.ConfigDict, arrays: data_arrays.TrainArrays,
-                   start_step: int):
-  """This process's slices of the global batches from the configured loader, from start_step."""
-  args = (arrays, config, start_step, jax.process_index(), jax.process_count())
-  if config.data.loader == "tfdata":
-    if tensorflow_available():
-      from segan_jax.data import tf_pipeline
-      return tf_pipeline.train_iterator(*args)
-    logging.warning("TensorFlow is not installed: using the numpy input pipeline "
-                    "(config.data.loader='numpy') instead of tf.data.")
-  from segan_jax.data import numpy_pipeline
-  return numpy_pipeline.train_iterator(*args)
+                   start_step: int, mesh: jax.sharding.Mesh | None = None):
+  """The global batches from start_step (segan_jax/data/pipeline.py, config.data.loader):
+  arrays sharded over mesh's data axis, or this process's slices for sharding.global_batch."""
+  from segan_jax.data import pipeline
+  return pipeline.train_batches(arrays, config, sharding.make_mesh() if mesh is None else mesh,
+                                start_step)
 
 
 def _format_eta(seconds: float) -> str:

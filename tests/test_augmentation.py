@@ -1,13 +1,17 @@
-"""Augmentation invariants of the tf.data pipeline: the mask stays binary and aligned with the image
-under every transform, colour jitter touches the image only, and streams are deterministic."""
+"""The training augmentation (segan_jax/data/augment.py): the mask stays binary and aligned with the
+image under every transform, the whole-image view is the whole pair resized, colour jitter touches
+the image only and stays in range, and each pair's result is a pure function of its key."""
 
+import dataclasses
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from segan_jax.configs import default
-from segan_jax.data import tf_pipeline
-from segan_jax.data.arrays import IMAGENET_MEAN, IMAGENET_STD, TrainArrays
+from segan_jax.data import augment as aug_lib
+from segan_jax.data.arrays import IMAGENET_MEAN, IMAGENET_STD
 
 H, W, SIZE = 135, 180, 128
 LESION = np.array([200, 30, 120], np.uint8)
@@ -30,24 +34,27 @@ def coordinate_image(mask: np.ndarray) -> np.ndarray:
   return np.stack([y, x, mask * 255], -1).astype(np.uint8)
 
 
-def colour_image(mask: np.ndarray) -> np.ndarray:
-  return np.where(mask[..., None] > 0, LESION, SKIN).astype(np.uint8)
+def colour_image(mask: np.ndarray, lesion=LESION, skin=SKIN) -> np.ndarray:
+  return np.where(mask[..., None] > 0, lesion, skin).astype(np.uint8)
 
 
-def data_config(jitter: bool):
+def settings(jitter: bool, **changes) -> aug_lib.Augmentation:
   data = default.get_config().data
   if not jitter:
     data.brightness = data.contrast = data.saturation = data.hue = 0.0
-  return data
+  return dataclasses.replace(aug_lib.Augmentation.from_config(data), **changes)
 
 
-def run_augment(image: np.ndarray, mask: np.ndarray, data, seeds=NUM_SEEDS):
-  image_t, mask_t = tf.constant(image), tf.constant(mask[..., None])
-  seeds = tf.stack([tf.zeros(seeds, tf.int64), tf.range(seeds, dtype=tf.int64)], -1)
-  ds = tf.data.Dataset.from_tensor_slices(seeds).map(
-      lambda s: tf_pipeline.augment(image_t, mask_t, s, SIZE, data)).batch(NUM_SEEDS)
-  images, masks = next(iter(ds))
-  return images.numpy(), masks.numpy()
+def run_augment(image: np.ndarray, mask: np.ndarray, aug: aug_lib.Augmentation,
+                seeds: int = NUM_SEEDS, first_seed: int = 0):
+  """The augmentation of one pair under `seeds` keys: images (seeds, S, S, 3), masks."""
+  pair = aug_lib.pairs(image[None], mask[None, ..., None])[0]
+  whole = aug_lib.whole_views(image[None], mask[None, ..., None], aug.size)[0]
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
+      jnp.arange(first_seed, first_seed + seeds))
+  fn = jax.jit(jax.vmap(lambda key, p, w: aug_lib.augment(key, p, aug, w), in_axes=(0, None, None)))
+  images, masks = fn(keys, pair, whole)
+  return np.asarray(images), np.asarray(masks)
 
 
 def denormalize(images: np.ndarray) -> np.ndarray:
@@ -57,12 +64,13 @@ def denormalize(images: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def geometric():
   mask = lesion_mask()
-  return mask, run_augment(coordinate_image(mask), mask, data_config(jitter=False))
+  return mask, run_augment(coordinate_image(mask), mask, settings(jitter=False))
 
 
 def test_mask_is_binary_and_shapes(geometric):
   _, (images, masks) = geometric
   assert images.shape == (NUM_SEEDS, SIZE, SIZE, 3) and masks.shape == (NUM_SEEDS, SIZE, SIZE, 1)
+  assert images.dtype == np.float32 and masks.dtype == np.float32
   assert set(np.unique(masks)) <= {0.0, 1.0}
 
 
@@ -84,12 +92,60 @@ def test_every_output_is_one_crop_and_flip_shared_by_image_and_mask(geometric):
     transforms.add((rows.min(), cols.min(), drow[0], dcol[0]))
   flips = {(t[2], t[3]) for t in transforms}
   assert flips == {(1, 1), (1, -1), (-1, 1), (-1, -1)}  # both flips, both ways, all combinations
-  assert len({t[:2] for t in transforms}) > NUM_SEEDS // 2  # crop offsets vary
+  offsets = {t[:2] for t in transforms}
+  assert len(offsets) > NUM_SEEDS // 2  # crop offsets vary
+  rows, cols = zip(*offsets)
+  assert min(rows) <= 1 and max(rows) >= H - SIZE - 1  # the whole range of offsets is reached
+  assert min(cols) <= 5 and max(cols) >= W - SIZE - 5
+
+
+@pytest.mark.parametrize("flip", ["hflip", "vflip"])
+def test_a_disabled_flip_never_happens(flip):
+  mask = lesion_mask()
+  images, _ = run_augment(coordinate_image(mask), mask, settings(False, **{flip: False}), seeds=32)
+  pixels = np.round(denormalize(images)).astype(int)
+  axis = 1 if flip == "hflip" else 0
+  channel = pixels[..., 1] if flip == "hflip" else pixels[..., 0]
+  assert (np.diff(channel, axis=axis + 1) == 1).all()
+
+
+def test_whole_image_view_is_the_whole_pair_resized():
+  mask = lesion_mask()
+  image = colour_image(mask)
+  whole = aug_lib.whole_views(image[None], mask[None, ..., None], SIZE)[0]
+  images, masks = run_augment(image, mask, settings(jitter=False, whole_image_prob=1.0))
+  pixels = np.round(denormalize(images)).astype(np.uint8)
+  views = {"plain": (whole[..., :3], whole[..., 3]),
+           "h": (whole[:, ::-1, :3], whole[:, ::-1, 3]), "v": (whole[::-1, :, :3], whole[::-1, :, 3]),
+           "hv": (whole[::-1, ::-1, :3], whole[::-1, ::-1, 3])}
+  seen = set()
+  for img, m in zip(pixels, masks[..., 0]):
+    name = next(k for k, (vi, vm) in views.items() if np.array_equal(vm, m))
+    np.testing.assert_array_equal(img, views[name][0])
+    seen.add(name)
+  assert seen == set(views)
+  # The whole lesion is in view: the mask covers the resized lesion's area.
+  assert masks[0].mean() == pytest.approx(mask.mean(), rel=0.05)
+
+
+def test_whole_image_view_is_drawn_with_its_probability():
+  mask = lesion_mask()
+  aug = settings(jitter=False, whole_image_prob=0.5)
+  images, masks = run_augment(coordinate_image(mask), mask, aug, seeds=200)
+  crops, crop_masks = run_augment(coordinate_image(mask), mask, settings(jitter=False), seeds=200)
+  # A crop is exact source pixels whose rows step by one; a whole view is resampled (the rows of
+  # the 135 source rows squeezed into 128).
+  rows = np.round(denormalize(images)[..., 0]).astype(int)
+  whole = np.array([not set(np.abs(np.diff(r[:, 0]))) <= {1} for r in rows])
+  assert 70 <= whole.sum() <= 130
+  # Crops drawn with the same keys are the same crops whether the whole view is possible or not.
+  np.testing.assert_array_equal(images[~whole], crops[~whole])
+  np.testing.assert_array_equal(masks[~whole], crop_masks[~whole])
 
 
 def test_masked_region_has_the_lesion_colour():
   mask = lesion_mask()
-  images, masks = run_augment(colour_image(mask), mask, data_config(jitter=False))
+  images, masks = run_augment(colour_image(mask), mask, settings(jitter=False))
   pixels = denormalize(images)
   inside, outside = masks[..., 0] > 0, masks[..., 0] == 0
   assert inside.any() and outside.any()
@@ -101,9 +157,9 @@ def test_masked_region_has_the_lesion_colour():
 def test_colour_jitter_changes_the_image_only():
   mask = lesion_mask()
   image = colour_image(mask)
-  plain_images, plain_masks = run_augment(image, mask, data_config(jitter=False))
-  images, masks = run_augment(image, mask, data_config(jitter=True))
-  np.testing.assert_array_equal(masks, plain_masks)  # same geometry from the same seed
+  plain_images, plain_masks = run_augment(image, mask, settings(jitter=False))
+  images, masks = run_augment(image, mask, settings(jitter=True))
+  np.testing.assert_array_equal(masks, plain_masks)  # same geometry from the same key
   assert np.abs(images - plain_images).max() > 0.05
   lo, hi = (0 - IMAGENET_MEAN) / IMAGENET_STD, (1 - IMAGENET_MEAN) / IMAGENET_STD
   assert (images >= lo - 1e-5).all() and (images <= hi + 1e-5).all()
@@ -113,40 +169,41 @@ def test_colour_jitter_changes_the_image_only():
     assert np.abs(lesion - skin).sum() > 100
 
 
-def test_augment_is_deterministic_given_the_seed():
+@pytest.mark.parametrize("field", ["brightness", "contrast", "saturation", "hue"])
+def test_each_jitter_acts_within_its_range(field):
   mask = lesion_mask()
-  a = run_augment(colour_image(mask), mask, data_config(jitter=True))
-  b = run_augment(colour_image(mask), mask, data_config(jitter=True))
+  # Mid-range colours, so that no jitter below is clipped at 0 or 1.
+  image = colour_image(mask, np.array([180, 60, 120]), np.array([80, 170, 100]))
+  plain, _ = run_augment(image, mask, settings(jitter=False), seeds=32)
+  amount = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.5, "hue": 0.1}[field]
+  jittered, _ = run_augment(image, mask, settings(jitter=False, **{field: amount}), seeds=32)
+  rgb0, rgb1 = denormalize(plain) / 255.0, denormalize(jittered) / 255.0
+  assert not np.allclose(rgb0, rgb1, atol=1e-3)
+  if field == "brightness":  # a shift by one delta per image, |delta| <= 0.2
+    deltas = (rgb1 - rgb0).reshape(32, -1)
+    np.testing.assert_allclose(deltas, deltas[:, :1].repeat(deltas.shape[1], 1), atol=1e-4)
+    assert np.abs(deltas).max() <= 0.2 + 1e-4 and len(np.unique(deltas[:, 0].round(4))) > 16
+  elif field == "contrast":  # the image's mean colour is kept
+    np.testing.assert_allclose(rgb1.mean((1, 2)), rgb0.mean((1, 2)), atol=2e-3)
+  elif field == "saturation":  # the brightest channel (HSV value) is kept
+    np.testing.assert_allclose(rgb1.max(-1), rgb0.max(-1), atol=1e-4)
+  else:  # hue: value and saturation kept, the colours rotate
+    np.testing.assert_allclose(rgb1.max(-1), rgb0.max(-1), atol=1e-4)
+    np.testing.assert_allclose(rgb1.min(-1), rgb0.min(-1), atol=1e-4)
+
+
+def test_augment_is_a_pure_function_of_the_key():
+  mask = lesion_mask()
+  a = run_augment(colour_image(mask), mask, settings(jitter=True))
+  b = run_augment(colour_image(mask), mask, settings(jitter=True))
+  c = run_augment(colour_image(mask), mask, settings(jitter=True), seeds=8, first_seed=4)
   np.testing.assert_array_equal(a[0], b[0])
   np.testing.assert_array_equal(a[1], b[1])
+  np.testing.assert_array_equal(a[0][4:12], c[0])  # the same key gives the same pair in any batch
+  assert not np.array_equal(a[0][0], a[0][1])
 
 
-def _arrays(n=8):
-  rng = np.random.default_rng(0)
-  masks = (rng.random((n, H, W, 1)) > 0.5).astype(np.uint8)
-  images = rng.integers(0, 256, (n, H, W, 3), np.uint8)
-  return TrainArrays(images=images, masks=masks)
-
-
-def _batches(arrays, config, start=0, count=3, **kw):
-  it = tf_pipeline.train_iterator(arrays, config, start, **kw)
-  return [next(it) for _ in range(count)]
-
-
-def test_train_stream_resumes_and_shards_exactly():
-  config = default.get_config()
-  config.train.batch_size = 4
-  arrays = _arrays()
-  full = _batches(arrays, config, count=4)
-  again = _batches(arrays, config, count=4)
-  for x, y in zip(full, again):
-    np.testing.assert_array_equal(x["image"], y["image"])
-  resumed = _batches(arrays, config, start=3, count=1)[0]  # step 3 is in the second epoch
-  np.testing.assert_array_equal(resumed["image"], full[3]["image"])
-  np.testing.assert_array_equal(resumed["mask"], full[3]["mask"])
-  shards = [_batches(arrays, config, count=2, process_index=i, process_count=2) for i in (0, 1)]
-  for step in range(2):
-    np.testing.assert_array_equal(
-        np.concatenate([shards[0][step]["image"], shards[1][step]["image"]]), full[step]["image"])
-  for b in full:
-    assert set(np.unique(b["mask"])) <= {0.0, 1.0}
+def test_arrays_smaller_than_the_crop_are_an_error():
+  mask = lesion_mask()
+  with pytest.raises(ValueError, match="resize_height"):
+    run_augment(colour_image(mask), mask, settings(jitter=False, size=256), seeds=1)

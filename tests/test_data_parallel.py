@@ -1,5 +1,6 @@
 """Data parallelism on 4 simulated CPU devices (subprocesses, since the device count is fixed at
-JAX start-up): same step as on one device, global BatchNorm statistics, restore across counts."""
+JAX start-up): same step as on one device, global BatchNorm statistics, the same input batches
+(each device augmenting its own shard), restore across counts."""
 
 import os
 import subprocess
@@ -50,6 +51,41 @@ STEP_EQUIVALENCE = textwrap.dedent("""
     print("OK")
 """)
 
+PIPELINE_EQUIVALENCE = textwrap.dedent("""
+    import jax, numpy as np
+    assert jax.device_count() == 4, jax.devices()
+    from segan_jax import sharding
+    from segan_jax.configs import tiny
+    from segan_jax.data import pipeline, sources
+    from segan_jax.data.arrays import prepare_train
+    config = tiny.get_config()
+    config.train.batch_size = 8
+    config.data.whole_image_prob = 0.5
+    arrays = prepare_train(sources.synthetic_examples(0, 0, 20), 135, 180)
+    stream = pipeline.Stream.from_config(config, len(arrays))
+    four = sharding.make_mesh()
+    one = sharding.make_mesh(jax.devices()[:1])
+    on_four = pipeline.DeviceStream(arrays, stream, four)
+    on_one = pipeline.DeviceStream(arrays, stream, one)
+    host = pipeline.HostStream(arrays, stream)
+    for step in (0, 3, 7):
+      a, b, c = on_four.batch(step), on_one.batch(step), host.batch(step)
+      # Each device holds (and computed) its own quarter of the global batch.
+      shards = sorted(a["image"].addressable_shards, key=lambda s: s.index[0].start)
+      assert [s.data.shape[0] for s in shards] == [2, 2, 2, 2]
+      assert len({s.device for s in shards}) == 4
+      for k in ("image", "mask"):
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+        np.testing.assert_array_equal(np.asarray(a[k]), c[k])
+    # No device gathers another's slots: the program has no collectives.
+    hlo = on_four._fn.lower(on_four.pairs, on_four.wholes, np.int32(0)).compile().as_text()
+    assert not any(op in hlo for op in ("all-gather", "all-reduce", "collective-permute",
+                                        "all-to-all")), "collectives in the input pipeline"
+    # ... and none computes the whole batch: every image array in the per-device program holds 2.
+    assert "f32[2,128,128,3]" in hlo and "f32[8,128,128" not in hlo
+    print("OK")
+""")
+
 TRAIN = textwrap.dedent("""
     import sys, jax
     from absl import logging
@@ -75,6 +111,12 @@ def _run(code, devices, *args):
 
 def test_data_parallel_step_equals_single_device_step():
   out = _run(STEP_EQUIVALENCE, 4)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert "OK" in out.stdout
+
+
+def test_input_pipeline_on_4_devices_equals_1_device_and_host():
+  out = _run(PIPELINE_EQUIVALENCE, 4)
   assert out.returncode == 0, out.stderr[-4000:]
   assert "OK" in out.stdout
 

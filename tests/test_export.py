@@ -1,5 +1,6 @@
 """The exported SavedModel, loaded with plain TensorFlow, reproduces the JAX probabilities."""
 
+import importlib.util
 import json
 import os
 
@@ -13,6 +14,8 @@ from segan_jax.data.arrays import normalize
 TOLERANCE = 1e-5  # absolute, on probabilities in [0, 1] (measured: about 5e-7)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="SavedModel export needs TensorFlow (the [tfds] extra)")
 def test_saved_model_matches_jax(trained_run, tmp_path):
   import tensorflow as tf
 

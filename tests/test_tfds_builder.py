@@ -6,12 +6,13 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
-import isic_fixtures as fx
-from segan_jax.configs import default
-from segan_jax.data import arrays, folder, isic2017_tfds, sources
+tfds = pytest.importorskip("tensorflow_datasets", reason="the TFDS builder needs the [tfds] extra")
+
+import isic_fixtures as fx  # noqa: E402
+from segan_jax.configs import default  # noqa: E402
+from segan_jax.data import arrays, folder, isic2017_tfds, sources  # noqa: E402
 
 COUNTS = {"Training": 6, "Validation": 2, "Test_v2": 3}
 

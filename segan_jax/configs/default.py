@@ -39,11 +39,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.resize_width = 180
   config.data.hflip = True
   config.data.vflip = True
+  # Probability of the whole resized image (instead of a crop) as the training view, image
+  # and mask together; the authors' loader uses 0.5 (segan_jax/data/augment.py).
+  config.data.whole_image_prob = 0.0
   config.data.brightness = 0.2  # colour jitter on the image only (0 disables each)
   config.data.contrast = 0.2
   config.data.saturation = 0.2
   config.data.hue = 0.02
-  config.data.loader = "tfdata"  # tfdata | numpy
+  # Where the augmentation runs (the same arithmetic either way, segan_jax/data/pipeline.py):
+  # device (the uint8 arrays on the devices, each augmenting its shard) | host (host CPU).
+  config.data.loader = "device"
 
   config.loss = ml_collections.ConfigDict()
   config.loss.adversarial_weight = 1.0  # weight of the multi-scale L1 term (0: no critic)

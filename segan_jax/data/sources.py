@@ -3,6 +3,7 @@
 import ml_collections
 
 from segan_jax.data.arrays import Example
+from segan_jax.errors import UserError
 
 
 def synthetic_examples(seed: int, start: int, count: int) -> list[Example]:
@@ -38,6 +39,11 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[list[Example], list[
     from segan_jax.data import folder
     return folder.load_train_val(data)
   if data.source == "tfds":
-    from segan_jax.data import isic2017_tfds
+    try:
+      from segan_jax.data import isic2017_tfds
+    except ImportError as e:
+      raise UserError("config.data.source='tfds' needs TensorFlow and tensorflow-datasets "
+                      f"({e}): pip install 'segan_jax[tfds]', or read the pairs in place with "
+                      "config.data.source='folder'.") from e
     return isic2017_tfds.load_train_val(data)
   raise NotImplementedError(f"config.data.source={data.source!r} is not available.")

@@ -364,3 +364,17 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
   assert _event_steps(workdir) == [1, 2, 3, 4, 5, 6]
   train.train_and_evaluate(config, workdir)
   assert _event_steps(workdir) == [1, 2, 3, 4, 5, 6]
+
+
+def test_search_skips_a_damaged_checkpoint_and_inference_names_it(run_copy):
+  from eval_fixtures import BATCH
+  from segan_jax import evaluate, inference
+  _damage(run_copy, 4, "truncated")
+  with pytest.raises(inference.RunError, match=r"checkpoints/4 .*--step"):
+    inference.load_model(run_copy)
+  logged = []
+  result = evaluate.evaluate([run_copy], search=True, k_grid=[0.5], threshold_grid=[0.4],
+                             batch_size=BATCH, log=logged.append)
+  assert any("step 4: skipped" in line for line in logged)
+  assert result["search"][run_copy]["step"] == 2
+  assert inference.load_model(run_copy).step == 2  # the stored selection

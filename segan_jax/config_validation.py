@@ -6,6 +6,7 @@ import os
 import ml_collections
 
 from segan_jax.data.folder import NONBINARY_MASKS, ON_BAD_PAIRS, SIZE_CHECKS
+from segan_jax.data.synthetic import CLASS_NAMES
 from segan_jax.errors import UserError
 from segan_jax.losses import DICE_FORMS, FEATURE_REDUCTIONS
 from segan_jax.schedules import LR_SCHEDULES
@@ -17,6 +18,7 @@ CONV_IMPLS = ("auto", "xla", "cpu")
 SOURCES = ("synthetic", "folder", "tfds")
 LOADERS = ("device", "host")
 REMOVED_LOADERS = ("tfdata", "numpy")  # former loaders, refused with a pointer to LOADERS
+MAX_CLASSES = 254  # index masks are uint8 (0 background), and 0/255 must stay recognisable
 
 
 class ConfigError(UserError, ValueError):
@@ -69,6 +71,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            "must be True or False", config.model.residual_batchnorm)
 
   _choice(config, "data.source", SOURCES)
+  _require(config.model.num_classes <= MAX_CLASSES, "model.num_classes",
+           f"must be at most {MAX_CLASSES} (index masks are 8-bit)", config.model.num_classes)
+  if config.data.source == "synthetic":
+    _require(config.model.num_classes <= len(CLASS_NAMES), "model.num_classes",
+             f"must be 1..{len(CLASS_NAMES)} with the synthetic data, whose classes are "
+             f"{', '.join(CLASS_NAMES)}", config.model.num_classes)
+  if config.data.source == "tfds":
+    _require(config.model.num_classes == 1, "model.num_classes",
+             "must be 1 with data.source='tfds' (ISIC 2017 lesion masks); several classes need "
+             "index masks from data.source='folder'", config.model.num_classes)
   _require(_get(config, "data.loader") not in REMOVED_LOADERS, "data.loader",
            "names a removed loader: every input path now runs the same JAX augmentation; use "
            "'device' (default) or 'host'", config.data.loader)

@@ -27,6 +27,18 @@ Consequences: an empty prediction on a non-empty truth scores jaccard = dice = s
 and specificity = 1; a non-empty prediction on an empty truth scores jaccard = dice = 0,
 sensitivity = 1 (freebie) and specificity = TN / (TN + FP); both empty scores 1 on every metric.
 
+Several classes (N > 1 label maps; ISIC itself has one). The truth is an index mask (0
+background, 1..N) and class c's truth is `mask == c`. The prediction is an index mask too: each
+probability map is resized to the truth's size, then every pixel takes the class of its most
+probable map if that probability exceeds the threshold, else background (label_prediction; ties go
+to the lower class), which is what `segan_jax.predict` writes. Each class c is scored as a binary
+mask (`labels == c` against `truth == c`) with the rules above, so a class absent from both
+prediction and truth scores 1 on that image (ISIC's freebie); each metric is then averaged over
+images per class (`jaccard_class1`, ...), and the plain metric names (`jaccard`, ...) hold the mean
+over classes. Because the freebie flatters rare classes, summaries also give, per class, the pooled
+Jaccard sum TP / sum (TP + FP + FN) over all images (`pooled_jaccard_class1`, mean
+`pooled_jaccard`) and the number of images whose truth holds the class (`images_with_class1`).
+
 Differences from ISIC's code, all deliberate:
 - ISIC binarises both uint8 images with `> 128`; this project's design says `> 127`. The two
   agree on valid 0/255 masks (they differ only on a pixel of exactly 128).
@@ -143,6 +155,66 @@ def image_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 PostProcess = Callable[[np.ndarray], np.ndarray]
 
 
+def class_truth(mask: np.ndarray, label: int) -> np.ndarray:
+  """The HxW bool truth of class `label` (1..N) in an index mask (HxW or HxWx1)."""
+  return _as_2d(mask, "ground-truth index mask") == label
+
+
+def resize_probabilities(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """(h, w, N) probability maps resized bilinearly to size=(height, width): (H, W, N) float32."""
+  probs = np.asarray(probs)
+  if probs.ndim != 3:
+    raise ValueError(f"probability maps must have shape HxWxN, got shape {probs.shape}")
+  return np.stack([resize_probability(probs[..., c], size) for c in range(probs.shape[-1])], -1)
+
+
+def label_prediction(probs: np.ndarray, threshold: float) -> np.ndarray:
+  """The HxW uint8 index mask of (H, W, N) probability maps: 1 + the most probable map where its
+  probability exceeds `threshold`, else 0 (ties go to the lower class). For N = 1 this is
+  `prob > threshold`."""
+  probs = np.asarray(probs)
+  best = np.argmax(probs, axis=-1)
+  top = np.take_along_axis(probs, best[..., None], axis=-1)[..., 0]
+  return np.where(top > threshold, best + 1, 0).astype(np.uint8)
+
+
+def score_classes(probs: np.ndarray, truth_mask: np.ndarray, threshold: float,
+                  postprocess: PostProcess | None = None
+                  ) -> tuple[list[dict[str, float]], list[tuple[int, int, int, int]]]:
+  """Scores (h, w, N) probability maps against an index mask at the mask's resolution.
+
+  The maps are resized to the mask's size and turned into an index mask (label_prediction); each
+  class is scored as a binary mask (`postprocess` applied to it first, where given). Returns one
+  score dict (METRIC_NAMES) and one (tp, fp, fn, tn) per class, class 1 first.
+  """
+  truth = _as_2d(truth_mask, "ground-truth index mask")
+  labels = label_prediction(resize_probabilities(probs, truth.shape), threshold)
+  scores, counts = [], []
+  for c in range(1, np.asarray(probs).shape[-1] + 1):
+    pred = labels == c
+    if postprocess is not None:
+      pred = postprocess(pred)
+    scores.append(image_scores(pred, truth == c))
+    counts.append(confusion_counts(pred, truth == c))
+  return scores, counts
+
+
+def mean_class_jaccard_by_threshold(probs: np.ndarray, truth_mask: np.ndarray,
+                                    thresholds) -> np.ndarray:
+  """For each threshold, the mean over classes of one image's Jaccard (as score_classes scores
+  it), resizing the maps once."""
+  truth = _as_2d(truth_mask, "ground-truth index mask")
+  full = resize_probabilities(probs, truth.shape)
+  n = full.shape[-1]
+  best = np.argmax(full, axis=-1)
+  top = np.take_along_axis(full, best[..., None], axis=-1)[..., 0]
+  out = np.zeros(len(thresholds), np.float64)
+  for j, t in enumerate(thresholds):
+    labels = np.where(top > float(t), best + 1, 0)
+    out[j] = np.mean([image_scores(labels == c, truth == c)["jaccard"] for c in range(1, n + 1)])
+  return out
+
+
 def score_prediction(prob: np.ndarray, truth_mask: np.ndarray, threshold: float,
                      postprocess: PostProcess | None = None) -> dict[str, float]:
   """Scores a probability map (any HxW) against a ground-truth mask at the mask's resolution.
@@ -177,11 +249,20 @@ def summarize(per_image: list[dict[str, float]]) -> dict[str, float]:
   return summary
 
 
-class ScoreAccumulator:
-  """Streams images through `score_prediction`, keeping per-image rows for `summary`/`rows`."""
+def class_key(name: str, label: int) -> str:
+  """The key of a metric of class `label` (1..N) in multi-class rows and summaries."""
+  return f"{name}_class{label}"
 
-  def __init__(self) -> None:
+
+class ScoreAccumulator:
+  """Streams images through `score_prediction` (num_classes > 1: `score_classes`), keeping
+  per-image rows for `summary`/`rows`."""
+
+  def __init__(self, num_classes: int = 1) -> None:
+    self.num_classes = int(num_classes)
     self._rows: list[dict] = []
+    self._counts = np.zeros((self.num_classes, 3), np.int64)  # pooled tp, fp, fn per class
+    self._present = np.zeros(self.num_classes, np.int64)
 
   def __len__(self) -> int:
     return len(self._rows)
@@ -189,16 +270,49 @@ class ScoreAccumulator:
   def add(self, prob: np.ndarray, truth_mask: np.ndarray, threshold: float,
           image_id: str | None = None,
           postprocess: PostProcess | None = None) -> dict[str, float]:
-    """Scores and records one image (image_id defaults to its running index); returns its scores."""
-    scores = score_prediction(prob, truth_mask, threshold, postprocess)
+    """Scores and records one image (image_id defaults to its running index); returns its scores.
+
+    One class: prob is HxW (or HxWx1) and the truth a 0/255 mask. N classes: prob is HxWxN and
+    the truth an index mask; the scores are the means over classes, then each class's.
+    """
+    if self.num_classes == 1:
+      scores = score_prediction(prob, truth_mask, threshold, postprocess)
+    else:
+      if np.ndim(prob) != 3 or np.shape(prob)[-1] != self.num_classes:
+        raise ValueError(f"expected {self.num_classes} probability maps (HxWx{self.num_classes}), "
+                         f"got shape {np.shape(prob)}")
+      per_class, counts = score_classes(prob, truth_mask, threshold, postprocess)
+      scores = {name: math.fsum(s[name] for s in per_class) / self.num_classes
+                for name in METRIC_NAMES}
+      for c, (class_scores, (tp, fp, fn, _)) in enumerate(zip(per_class, counts)):
+        scores.update({class_key(name, c + 1): class_scores[name] for name in METRIC_NAMES})
+        self._counts[c] += (tp, fp, fn)
+        self._present[c] += tp + fn > 0
     row_id = str(len(self._rows)) if image_id is None else image_id
     self._rows.append({"id": row_id, **scores})
     return scores
 
   def rows(self) -> list[dict]:
-    """Returns one dict per image added, in order: `id` then the metrics in METRIC_NAMES."""
+    """Returns one dict per image added, in order: `id` then the metrics in METRIC_NAMES (the means
+    over classes), then for N classes each class's metrics (`jaccard_class1`, ...)."""
     return [dict(row) for row in self._rows]
 
   def summary(self) -> dict[str, float]:
-    """Returns `summarize` over the images added so far (ValueError if none were added)."""
-    return summarize([{name: row[name] for name in METRIC_NAMES} for row in self._rows])
+    """Returns `summarize` over the images added so far (ValueError if none were added); for N
+    classes also each class's means, pooled Jaccard and images holding it (module docstring)."""
+    summary = summarize([{name: row[name] for name in METRIC_NAMES} for row in self._rows])
+    if self.num_classes == 1:
+      return summary
+    pooled = []
+    for c in range(self.num_classes):
+      label = c + 1
+      for name in METRIC_NAMES:
+        key = class_key(name, label)
+        summary[key] = math.fsum(row[key] for row in self._rows) / len(self._rows)
+      tp, fp, fn = (int(v) for v in self._counts[c])
+      pooled.append(tp / (tp + fp + fn) if tp + fp + fn else 1.0)
+      summary[class_key("pooled_jaccard", label)] = pooled[-1]
+      summary[class_key("images_with", label)] = int(self._present[c])
+    summary["pooled_jaccard"] = math.fsum(pooled) / len(pooled)
+    summary["num_classes"] = self.num_classes
+    return summary

@@ -1,4 +1,5 @@
-"""Lesion contours drawn on photos, and panels of the worst-scored images (numpy + PIL only)."""
+"""Lesion contours drawn on photos, class colours for index masks, and panels of the worst-scored
+images (numpy + PIL only)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from PIL import Image, ImageDraw
 
 TRUTH_COLOR = (0, 255, 0)  # green: ground truth
 PREDICTION_COLOR = (255, 0, 255)  # magenta: prediction
+# Colours of classes 1, 2, ... in index-mask overlays (repeated beyond the tenth class).
+CLASS_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180),
+                (70, 240, 240), (245, 130, 48), (240, 50, 230), (210, 245, 60), (128, 128, 128))
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+  """The overlay colour of class `label` (1..N)."""
+  return CLASS_COLORS[(int(label) - 1) % len(CLASS_COLORS)]
 
 
 def _shift_and(mask: np.ndarray) -> np.ndarray:
@@ -64,6 +73,28 @@ def prediction_overlay(image: np.ndarray, prediction: np.ndarray,
   return draw_contours(image, [prediction], [PREDICTION_COLOR], thickness)
 
 
+def class_overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.45,
+                  thickness: int | None = None) -> np.ndarray:
+  """The HxWx3 uint8 photo with each class of an HxW index mask (0 background, 1..num_classes)
+  tinted in its colour (weight alpha) and outlined in it."""
+  out = np.array(image, dtype=np.uint8, copy=True)
+  labels = np.asarray(labels)
+  if out.ndim != 3 or out.shape[-1] != 3 or labels.shape != out.shape[:2]:
+    raise ValueError(f"class_overlay expects an HxWx3 image and an HxW index mask, got shapes "
+                     f"{out.shape} and {labels.shape}")
+  thickness = default_thickness(*out.shape[:2]) if thickness is None else thickness
+  tinted = out.astype(np.float32)
+  for label in range(1, num_classes + 1):
+    region = labels == label
+    if region.any():
+      colour = np.asarray(class_color(label), np.float32)
+      tinted[region] = (1 - alpha) * tinted[region] + alpha * colour
+  out = np.clip(np.round(tinted), 0, 255).astype(np.uint8)
+  for label in range(1, num_classes + 1):
+    out[contour(labels == label, thickness)] = np.asarray(class_color(label), np.uint8)
+  return out
+
+
 def _fit_height(array: np.ndarray, height: int, resample) -> np.ndarray:
   h, w = array.shape[:2]
   width = max(1, int(round(w * height / h)))
@@ -94,9 +125,41 @@ def worst_case_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                             [TRUTH_COLOR, PREDICTION_COLOR], thickness=2)
     heat = np.repeat((np.clip(prob_s, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, -1)
     row = np.concatenate([overlay, np.full((hs, 4, 3), 255, np.uint8), heat], axis=1)
-    canvas = Image.fromarray(np.concatenate([np.full((16, row.shape[1], 3), 255, np.uint8), row]))
-    ImageDraw.Draw(canvas).text((2, 2), caption, fill=(0, 0, 0))
-    rows.append(np.asarray(canvas))
+    rows.append(_captioned(row, caption))
+  return _arrange(rows, columns)
+
+
+def class_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                labels: Sequence[np.ndarray], num_classes: int, captions: Sequence[str],
+                height: int = 192, columns: int = 1) -> np.ndarray:
+  """Rows of [photo with the true classes | photo with the predicted classes] (class_overlay).
+
+  images HxWx3 uint8, truths and labels HxW index masks (0..num_classes), all at one size per
+  row; each row is scaled to `height` pixels and captioned, in `columns` columns.
+  """
+  if not images:
+    raise ValueError("class_panel needs at least one image")
+  rows = []
+  for image, truth, label, caption in zip(images, truths, labels, captions):
+    image_s = _fit_height(np.asarray(image, np.uint8), height, Image.BILINEAR)
+    hs, ws = image_s.shape[:2]
+    small = lambda m: np.asarray(Image.fromarray(np.asarray(m, np.uint8)).resize((ws, hs),
+                                                                               Image.NEAREST))
+    cells = [class_overlay(image_s, small(truth), num_classes, thickness=1),
+             class_overlay(image_s, small(label), num_classes, thickness=1)]
+    rows.append(_captioned(np.concatenate([cells[0], np.full((hs, 4, 3), 255, np.uint8),
+                                           cells[1]], axis=1), caption))
+  return _arrange(rows, columns)
+
+
+def _captioned(row: np.ndarray, caption: str) -> np.ndarray:
+  canvas = Image.fromarray(np.concatenate([np.full((16, row.shape[1], 3), 255, np.uint8), row]))
+  ImageDraw.Draw(canvas).text((2, 2), caption, fill=(0, 0, 0))
+  return np.asarray(canvas)
+
+
+def _arrange(rows: list[np.ndarray], columns: int) -> np.ndarray:
+  """Captioned rows filling `columns` side-by-side columns, top to bottom then left to right."""
   width = max(r.shape[1] for r in rows)
   padded = [np.pad(r, ((0, 4), (0, width - r.shape[1] + 8), (0, 0)), constant_values=255)
             for r in rows]

@@ -99,6 +99,13 @@ def constrain_critic(cfg: StepConfig, params: Any) -> Any:
                    f"{CRITIC_CONSTRAINTS}.")
 
 
+def check_label_maps(logits: jax.Array, masks: jax.Array) -> None:
+  """Raises ValueError unless the batch holds one ground-truth map per output map (N each)."""
+  if masks.shape != logits.shape:
+    raise ValueError(f"The batch's label maps {masks.shape} do not match S's output {logits.shape}:"
+                     " the data must give one map per class of config.model.num_classes.")
+
+
 def adversarial_loss(cfg: StepConfig, fake: list[jax.Array], real: list[jax.Array]) -> jax.Array:
   return multiscale_l1(fake, real, cfg.layer_weights, cfg.feature_reduction)
 
@@ -107,6 +114,7 @@ def _critic_update(critic_state: TrainState, batch: Batch, logits: jax.Array, k:
                    cfg: StepConfig) -> tuple[TrainState, Metrics]:
   """C's step given S's logits (detached here): maximise L(S, C), then clip."""
   images, masks = batch["image"], batch["mask"]
+  check_label_maps(logits, masks)
   probs = jax.lax.stop_gradient(adaptive_logistic(logits, k))
 
   def loss_fn(params):
@@ -138,6 +146,7 @@ def _segmentor_update(segmentor_state: TrainState, critic_state: TrainState, bat
   Dice/BCE terms) with C fixed."""
   images, masks = batch["image"], batch["mask"]
   logits, logits_vjp, stats = forward
+  check_label_maps(logits, masks)
   if cfg.adversarial_weight:
     real, _ = critic_features(cfg, critic_state, images, masks)
 

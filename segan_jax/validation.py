@@ -23,12 +23,19 @@ def predict_eval_set(predict: Callable[[np.ndarray], jax.Array], eval_set: EvalS
 
 
 def score_eval_set(probs: np.ndarray, eval_set: EvalSet, threshold: float,
-                   label_map: int = 0,
+                   label_map: int | None = None,
                    postprocess: metrics.PostProcess | None = None) -> metrics.ScoreAccumulator:
-  """Scores one label map of each prediction against its mask at the original resolution
-  (each thresholded mask passed through `postprocess` first, where given)."""
-  acc = metrics.ScoreAccumulator()
+  """Scores each prediction (M, S, S, N) against its mask at the original resolution (each
+  thresholded mask passed through `postprocess` first, where given).
+
+  One map (N = 1), or `label_map` given: that map against 0/255 masks. N > 1: every class
+  against index masks (metrics.score_classes), the means over classes plus each class's scores.
+  """
+  n = probs.shape[-1] if np.ndim(probs) == 4 else 1
+  multi = n > 1 and label_map is None
+  acc = metrics.ScoreAccumulator(n if multi else 1)
   for prob, mask, image_id in zip(probs, eval_set.masks, eval_set.ids):
     if mask is not None:
-      acc.add(prob[..., label_map], mask, threshold, image_id=image_id, postprocess=postprocess)
+      acc.add(prob if multi else prob[..., label_map or 0], mask, threshold, image_id=image_id,
+              postprocess=postprocess)
   return acc

@@ -13,7 +13,8 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  """One image (HxWx3 uint8) with its mask (HxW uint8, 0/255) at the original resolution."""
+  """One image (HxWx3 uint8) with its mask (HxW uint8) at the original resolution: 0/255 for one
+  class, an index mask (0 background, 1..N) for N classes."""
   id: str
   image: np.ndarray
   mask: np.ndarray | None
@@ -21,7 +22,8 @@ class Example:
 
 @dataclasses.dataclass(frozen=True)
 class TrainArrays:
-  """Training pairs resized to a common size: images (N,h,w,3) uint8, masks (N,h,w,1) uint8 in {0,1}."""
+  """Training pairs resized to a common size: images (M,h,w,3) uint8, masks (M,h,w,N) uint8 in
+  {0,1}, one map per class (label_maps)."""
   images: np.ndarray
   masks: np.ndarray
 
@@ -34,7 +36,7 @@ class EvalSet:
   """Evaluation images resized to the model's input side, with masks and sizes kept original."""
   ids: list[str]
   images: np.ndarray  # (M, S, S, 3) uint8
-  masks: list[np.ndarray | None]  # original resolution, 0/255
+  masks: list[np.ndarray | None]  # original resolution, 0/255 (one class) or index masks
   original_sizes: list[tuple[int, int]]  # (height, width)
 
   def __len__(self) -> int:
@@ -47,8 +49,20 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Nearest-neighbour resize of a 0/255 mask, so it stays binary."""
+  """Nearest-neighbour resize of a 0/255 or index mask, so it keeps its values."""
   return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+
+
+def label_maps(mask: np.ndarray, num_classes: int) -> np.ndarray:
+  """The N {0,1} label maps (h, w, N) uint8 of a mask: one class, mask > 127 (a 0/255 mask);
+  N > 1, map c = (mask == c + 1) of an index mask (0 background, 1..N)."""
+  mask = np.asarray(mask)
+  if num_classes == 1:
+    return (mask > 127)[..., None].astype(np.uint8)
+  if mask.size and int(mask.max()) > num_classes:
+    raise ValueError(f"A mask holds the value {int(mask.max())}, above num_classes={num_classes}: "
+                     "expected an index mask (0 background, 1..N).")
+  return (mask[..., None] == np.arange(1, num_classes + 1, dtype=mask.dtype)).astype(np.uint8)
 
 
 def _map(fn, items: Sequence, workers: int = 4) -> list:
@@ -56,16 +70,23 @@ def _map(fn, items: Sequence, workers: int = 4) -> list:
     return list(pool.map(fn, items))
 
 
-def prepare_train(examples: Iterable[Example], height: int, width: int) -> TrainArrays:
-  """Resizes every training pair to height x width (masks by nearest neighbour)."""
+def prepare_train(examples: Iterable[Example], height: int, width: int,
+                  num_classes: int = 1) -> TrainArrays:
+  """Resizes every training pair to height x width (masks by nearest neighbour), masks as
+  num_classes {0,1} maps (label_maps)."""
   def one(ex: Example):
-    return resize_image(ex.image, height, width), resize_mask(ex.mask, height, width) > 127
+    mask = resize_mask(ex.mask, height, width)
+    try:
+      maps = label_maps(mask, num_classes)
+    except ValueError as e:
+      raise ValueError(f"{ex.id}: {e}") from e
+    return resize_image(ex.image, height, width), maps
 
   pairs = _map(one, list(examples))
   if not pairs:
     raise ValueError("The training split is empty.")
   images = np.stack([p[0] for p in pairs])
-  masks = np.stack([p[1] for p in pairs])[..., None].astype(np.uint8)
+  masks = np.stack([p[1] for p in pairs])
   return TrainArrays(images=images, masks=masks)
 
 

@@ -1,7 +1,8 @@
 """The training augmentation, in JAX: the one definition every input path runs.
 
-One training pair, stored as a uint8 (H, W, 4) array (RGB image resized to data.resize_height x
-data.resize_width, then its 0/1 mask), becomes a network input of side S = data.image_size:
+One training pair, stored as a uint8 (H, W, 3 + N) array (RGB image resized to data.resize_height
+x data.resize_width, then its N 0/1 label maps), becomes a network input of side S =
+data.image_size:
 
 1. a random S x S crop, or, with probability data.whole_image_prob, the whole image resized to
    S x S (the authors' loader's second view: bilinear for the image, nearest for the mask,
@@ -56,17 +57,18 @@ class Augmentation:
 
 
 def pairs(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
-  """Images (N, H, W, 3) and masks (N, H, W, 1), uint8, as one (N, H, W, 4) uint8 array."""
+  """Images (M, H, W, 3) and label maps (M, H, W, N), uint8, as one (M, H, W, 3 + N) uint8 array."""
   return np.concatenate([images, masks.astype(np.uint8)], axis=-1)
 
 
 def whole_views(images: np.ndarray, masks: np.ndarray, size: int) -> np.ndarray:
   """Every pair resized whole to size x size (bilinear image, nearest mask, as PIL does for the
-  authors' loader): (N, size, size, 4) uint8."""
-  out = np.empty((len(images), size, size, 4), np.uint8)
+  authors' loader): (M, size, size, 3 + N) uint8."""
+  out = np.empty((len(images), size, size, 3 + masks.shape[-1]), np.uint8)
   for i, (image, mask) in enumerate(zip(images, masks)):
     out[i, ..., :3] = resize_image(image, size, size)
-    out[i, ..., 3] = resize_mask(mask[..., 0], size, size)
+    for c in range(mask.shape[-1]):
+      out[i, ..., 3 + c] = resize_mask(mask[..., c], size, size)
   return out
 
 
@@ -76,7 +78,7 @@ def _between(u: jax.Array, lo: float, hi: float) -> jax.Array:
 
 def geometry(draws: jax.Array, pair: jax.Array, whole: jax.Array | None,
              aug: Augmentation) -> jax.Array:
-  """The crop (or whole view) and flips of one (H, W, 4) uint8 pair: (S, S, 4) uint8.
+  """The crop (or whole view) and flips of one (H, W, 3 + N) uint8 pair: (S, S, 3 + N) uint8.
 
   One gather whose indices carry the crop offset and the flips: XLA fuses it into the colour
   arithmetic that follows without re-reading the image for each branch of a flip.
@@ -124,8 +126,8 @@ def colour_jitter(draws: jax.Array, image: jax.Array, aug: Augmentation) -> jax.
 
 def augment(key: jax.Array, pair: jax.Array, aug: Augmentation,
             whole: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """One training pair (H, W, 4) uint8, and its whole view (S, S, 4) where
-  aug.whole_image_prob > 0 -> normalised float32 image (S, S, 3), float32 0/1 mask (S, S, 1)."""
+  """One training pair (H, W, 3 + N) uint8, and its whole view (S, S, 3 + N) where
+  aug.whole_image_prob > 0 -> normalised float32 image (S, S, 3), float32 0/1 maps (S, S, N)."""
   draws = jax.random.uniform(key, (NUM_DRAWS,), jnp.float32)
   out = geometry(draws, pair, whole, aug)
   image = colour_jitter(draws, out[..., :3].astype(jnp.float32) / 255.0, aug)

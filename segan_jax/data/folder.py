@@ -29,7 +29,8 @@ corrupt / truncated image or mask,
 mask size check failed (below),
 label-map mask (values <= 127 only),
 non-binary mask with
-``nonbinary_masks='error'``
+``nonbinary_masks='error'``; N > 1:
+class index > N, 0/255 or colour mask
 grayscale, grayscale+alpha, RGBA,      converted to 8-bit RGB (alpha dropped, 16-bit reduced
 palette, CMYK, 16-bit, bilevel image   to its high byte), counted in a logged notice
 mask stored as 1 bit, palette, 16 bit  read as one channel; a mask with one non-zero value
@@ -39,6 +40,12 @@ antialiased / JPEG-like mask           ``data.nonbinary_masks='binarize'`` (defa
                                        notice; ``'error'``: a bad pair
 colour mask (channels differ)          a bad pair
 =====================================  ===================================================
+
+Several classes (``config.model.num_classes`` N > 1): each mask is an index mask, a
+single-channel PNG (8 or 16 bit, or equal-channel RGB) whose value is the class (0 background,
+1..N), or a palette PNG whose palette index is the class. A value above N, a binary 0/255 mask, or
+a colour mask is a bad pair (the message names the file). Index masks with N = 1 (several values
+all <= 127) are refused the same way, pointing to ``config.model.num_classes``.
 
 Mask size against image size (``data.size_check``): the original size of an example is always its
 mask's size (that is what the ISIC protocol scores at); the image may be a resized copy.
@@ -100,6 +107,7 @@ class Options:
   size_check: str = "auto"
   nonbinary_masks: str = "binarize"
   workers: int = 0  # decoding threads; 0: one per available CPU core, at most 16
+  num_classes: int = 1  # 1: 0/255 lesion masks; N > 1: index masks 0..N (config.model.num_classes)
 
   def __post_init__(self):
     for field, choices in (("on_bad_pairs", ON_BAD_PAIRS), ("size_check", SIZE_CHECKS),
@@ -108,11 +116,11 @@ class Options:
         raise ValueError(f"{field} must be one of {choices} (got {getattr(self, field)!r}).")
 
   @classmethod
-  def from_config(cls, data) -> "Options":
-    """Options from a config.data section."""
+  def from_config(cls, data, num_classes: int = 1) -> "Options":
+    """Options from a config.data section and config.model.num_classes."""
     return cls(mask_suffix=data.mask_suffix, on_bad_pairs=data.on_bad_pairs,
                size_check=data.size_check, nonbinary_masks=data.nonbinary_masks,
-               workers=data.decode_workers)
+               workers=data.decode_workers, num_classes=int(num_classes))
 
   @property
   def num_workers(self) -> int:
@@ -185,7 +193,8 @@ class Pair:
 
 @dataclasses.dataclass
 class Decoded:
-  """A decoded pair: image (h, w, 3) uint8, mask (h', w') uint8 0/255 or None, original size."""
+  """A decoded pair: image (h, w, 3) uint8, mask (h', w') uint8 (0/255, or an index mask 0..N
+  for N classes) or None, original size."""
   id: str
   image: np.ndarray
   mask: np.ndarray | None
@@ -589,9 +598,41 @@ def decode_image(ref: FileRef, draft_size: tuple[int, int] | None = None,
   return np.ascontiguousarray(array), original, notes, data if passthrough else None
 
 
-def decode_mask(ref: FileRef, nonbinary: str = "binarize",
-                keep_bytes: bool = False) -> tuple[np.ndarray, list[str], bytes | None]:
-  """(h, w) uint8 mask with values 0/255, notes, and the file's bytes if asked and already so."""
+def _index_mask(ref: FileRef, im: Image.Image, num_classes: int) -> tuple[np.ndarray, list[str]]:
+  """(h, w) uint8 class indices 0..num_classes of an index or palette mask, and notes."""
+  notes = []
+  array = np.asarray(im)  # a palette image gives its palette indices
+  if im.mode == "P":
+    notes.append("palette masks read by palette index")
+  if array.ndim == 3:
+    colour = array[..., :3] if array.shape[-1] >= 3 else array[..., :1]
+    if not (colour == colour[..., :1]).all():
+      raise DataError(f"{ref}: a colour mask (mode {im.mode} with differing channels); expected a "
+                      f"single-channel index mask (0 background, 1..{num_classes}) or a palette "
+                      "PNG whose palette index is the class.")
+    notes.append(f"{im.mode} masks read as one channel")
+    array = colour[..., 0]
+  if array.dtype == bool:
+    array = array.astype(np.uint8)
+  if array.dtype.kind not in "ui":
+    raise DataError(f"{ref}: mask pixels of type {array.dtype}; expected integer class indices.")
+  values = np.unique(array)
+  top = int(values.max(initial=0))
+  if top == 255 and set(values.tolist()) <= {0, 255}:
+    raise DataError(f"{ref}: a binary 0/255 mask, but config.model.num_classes={num_classes} "
+                    f"expects index masks (0 background, 1..{num_classes}); use "
+                    "config.model.num_classes=1 for lesion masks.")
+  if top > num_classes or int(values.min(initial=0)) < 0:
+    raise DataError(f"{ref}: holds the class index {top}, above config.model.num_classes="
+                    f"{num_classes} (index masks hold 0 for background and 1..{num_classes}; "
+                    f"values found: {values[:8].tolist()}).")
+  return array.astype(np.uint8), notes
+
+
+def decode_mask(ref: FileRef, nonbinary: str = "binarize", keep_bytes: bool = False,
+                num_classes: int = 1) -> tuple[np.ndarray, list[str], bytes | None]:
+  """(h, w) uint8 mask with values 0/255 (num_classes > 1: class indices 0..N), notes, and the
+  file's bytes if asked and already so."""
   data = ref.read()
   notes = []
   try:
@@ -599,6 +640,9 @@ def decode_mask(ref: FileRef, nonbinary: str = "binarize",
     im.load()
   except _IMAGE_ERRORS as e:
     raise DataError(f"{ref}: unreadable, corrupt or truncated mask ({e}).") from e
+  if num_classes > 1:
+    mask, notes = _index_mask(ref, im, num_classes)
+    return mask, notes, None
   mode, fmt = im.mode, im.format
   array = np.asarray(im)
   if array.ndim == 3:
@@ -631,8 +675,9 @@ def decode_mask(ref: FileRef, nonbinary: str = "binarize",
     except ValueError as e:
       raise DataError(f"{ref}: mask values out of range ({e}).") from e
     if array8.max() <= 127:
-      raise DataError(f"{ref}: mask values {nonzero[:8].tolist()} look like a label map, not a "
-                      "0/255 lesion mask.")
+      raise DataError(f"{ref}: mask values {nonzero[:8].tolist()} look like a label map (an index "
+                      "mask of several classes), not a 0/255 lesion mask; set "
+                      "config.model.num_classes to the number of classes to train on it.")
     if nonbinary == "error":
       raise DataError(f"{ref}: a non-binary mask ({len(values)} distinct values, e.g. antialiased "
                       "or JPEG-compressed); data.nonbinary_masks='binarize' thresholds it at > 127.")
@@ -660,7 +705,8 @@ def decode(pairs: Iterable[Pair], options: Options = Options(),
   def one(p: Pair) -> Decoded | None:
     try:
       image, original, image_notes, image_bytes = decode_image(p.image, image_size, keep_bytes)
-      mask, mask_notes, mask_bytes = (decode_mask(p.mask, options.nonbinary_masks, keep_bytes)
+      mask, mask_notes, mask_bytes = (decode_mask(p.mask, options.nonbinary_masks, keep_bytes,
+                                                  options.num_classes)
                                       if p.mask is not None else (None, [], None))
     except DataError as e:
       if options.on_bad_pairs == "error":
@@ -772,15 +818,16 @@ def split_train_val(splits: dict, data, ids_of=lambda p: p.id) -> tuple[list, li
   return ([p for p in train if ids_of(p) not in held], [p for p in train if ids_of(p) in held])
 
 
-def load_train_val(data) -> tuple[list[Example], list[Example]]:
-  """(training, validation) examples of the folder config.data.dir names.
+def load_train_val(data, num_classes: int = 1) -> tuple[list[Example], list[Example]]:
+  """(training, validation) examples of the folder config.data.dir names (masks 0/255, or index
+  masks for num_classes > 1).
 
   Training pairs come resized to (data.resize_height, data.resize_width) and validation images to
   data.image_size square (exactly what prepare_train / prepare_eval would make of the originals,
   whose resize to the same size is then a copy), so full-resolution images never all sit in
   memory; validation masks keep the original resolution for scoring.
   """
-  options = Options.from_config(data)
+  options = Options.from_config(data, num_classes)
   splits = scan(data.dir, options)
   train_pairs, val_pairs = split_train_val(splits, data)
   size = (data.resize_height, data.resize_width)

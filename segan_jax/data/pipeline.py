@@ -67,7 +67,8 @@ def batch_slots(pairs: jax.Array, wholes: jax.Array | None, step: jax.Array,
                 first: jax.Array | int, count: int, stream: Stream) -> dict[str, jax.Array]:
   """Slots first..first+count-1 of the global batch of `step` (traceable): {'image', 'mask'}.
 
-  pairs: (N, H, W, 4) uint8 (augment.pairs); wholes: their whole views (augment.whole_views)
+  pairs: (M, H, W, 3 + N) uint8 (augment.pairs, N label maps); wholes: their whole views
+  (augment.whole_views)
   where stream.aug.whole_image_prob > 0, else None.
   """
   base = jax.random.key(stream.seed)

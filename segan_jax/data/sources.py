@@ -6,12 +6,13 @@ from segan_jax.data.arrays import Example
 from segan_jax.errors import UserError
 
 
-def synthetic_examples(seed: int, start: int, count: int) -> list[Example]:
-  """Procedural dermoscopy-like pairs start..start+count-1 of the synthetic set with this seed."""
+def synthetic_examples(seed: int, start: int, count: int, num_classes: int = 1) -> list[Example]:
+  """Procedural dermoscopy-like pairs start..start+count-1 of the synthetic set with this seed:
+  lesion masks (0/255), or index masks of the first num_classes kinds (synthetic.CLASS_NAMES)."""
   from segan_jax.data import synthetic
   examples = []
   for index in range(start, start + count):
-    image, mask = synthetic.generate_example(seed, index)
+    image, mask = synthetic.generate_example(seed, index, num_classes=num_classes)
     examples.append(Example(id=f"synthetic_{seed}_{index:06d}", image=image, mask=mask))
   return examples
 
@@ -29,16 +30,24 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[list[Example], list[
   already resized to (resize_height, resize_width) and validation images to image_size, so that
   full-resolution images never all sit in memory; validation masks keep their original size.
   Bad input raises segan_jax.data.folder.DataError naming the file.
+
+  Masks follow config.model.num_classes: 0/255 lesion masks for one class, index masks (0
+  background, 1..N) for N > 1 (synthetic: its first N kinds; folder: index or palette PNGs).
   """
   data = config.data
+  num_classes = int(config.model.num_classes)
   if data.source == "synthetic":
-    train = synthetic_examples(data.seed, 0, data.train_size)
-    val = synthetic_examples(data.seed, data.train_size, data.val_size)
+    train = synthetic_examples(data.seed, 0, data.train_size, num_classes)
+    val = synthetic_examples(data.seed, data.train_size, data.val_size, num_classes)
     return train, val
   if data.source == "folder":
     from segan_jax.data import folder
-    return folder.load_train_val(data)
+    return folder.load_train_val(data, num_classes)
   if data.source == "tfds":
+    if num_classes != 1:
+      raise UserError(f"config.data.source='tfds' is the ISIC 2017 lesion set (one class); "
+                      f"config.model.num_classes={num_classes} needs index masks from "
+                      "config.data.source='folder' or the synthetic set.")
     try:
       from segan_jax.data import isic2017_tfds
     except ImportError as e:

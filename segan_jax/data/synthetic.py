@@ -16,6 +16,14 @@ Image formation, in order:
   -> slight optical blur and sensor grain.
 The mask is the lesion region (alpha >= 0.5, i.e. normalised distance d <= 1), computed before
 any distractor is drawn.
+
+Several classes (``num_classes`` N > 1): the kinds drawn become classes 1..N in the order of
+CLASS_NAMES (lesion, hair, gel bubbles, marks = ruler ticks and surgical ink, freckles, glare), and
+the mask is an index mask (0 background, c for class c). A distractor covers the pixels it is
+blended into with weight >= LABEL_OPACITY (a gel bubble: its whole disc); each pixel takes the last
+drawn class that covers it, the one on top (a hair across a lesion is hair). Classes above N are
+not labelled and leave the class beneath. N = 1 is the lesion mask (0/255) as before: the same
+draws, the same images.
 """
 
 from __future__ import annotations
@@ -25,7 +33,12 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["generate_example", "generate_split"]
+__all__ = ["CLASS_NAMES", "MAX_CLASSES", "generate_example", "generate_split"]
+
+# The classes of the multi-class mode, index mask values 1..6 in this order.
+CLASS_NAMES = ("lesion", "hair", "bubbles", "marks", "freckles", "glare")
+MAX_CLASSES = len(CLASS_NAMES)
+LABEL_OPACITY = 0.25  # a distractor labels the pixels it is blended into at least this much
 
 # Reference "pale skin" colour: lesion pigments are given as colours on this skin and applied as
 # per-channel transmittance, so the same pigment looks darker on darker skin.
@@ -332,8 +345,10 @@ def _marks_layer(rng: np.random.Generator, h: int, w: int, g_cx: float,
   return _layer(ruler), _layer(ink)
 
 
-def _spots_layers(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Freckles (small brown spots), gel-bubble rims and specular glints as opacity layers."""
+def _spots_layers(rng: np.random.Generator, h: int,
+                  w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Freckles (small brown spots), gel-bubble rims, specular glints and the bubbles' discs (their
+  label, drawn without a draw of its own) as opacity layers."""
   freckles = Image.new("L", (w, h), 0)
   if rng.random() < 0.55:
     draw = ImageDraw.Draw(freckles)
@@ -343,11 +358,13 @@ def _spots_layers(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
       draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=int(rng.integers(60, 200)))
     freckles = freckles.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 1.5)))
   rims, glints = Image.new("L", (w, h), 0), Image.new("L", (w, h), 0)
+  discs = Image.new("L", (w, h), 0)
   if rng.random() < 0.4:
-    draw_r, draw_g = ImageDraw.Draw(rims), ImageDraw.Draw(glints)
+    draw_r, draw_g, draw_d = ImageDraw.Draw(rims), ImageDraw.Draw(glints), ImageDraw.Draw(discs)
     for _ in range(int(rng.integers(1, 10))):
       x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2.5, 0.09 * min(h, w))
       draw_r.ellipse([x - r, y - r, x + r, y + r], outline=int(rng.integers(90, 180)), width=1)
+      draw_d.ellipse([x - r, y - r, x + r, y + r], fill=255)
       gx, gy, gr = x - 0.4 * r, y - 0.4 * r, max(0.8, 0.2 * r)
       draw_g.ellipse([gx - gr, gy - gr, gx + gr, gy + gr], fill=int(rng.integers(160, 256)))
   if rng.random() < 0.3:  # scattered glare / specular reflections
@@ -357,23 +374,41 @@ def _spots_layers(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
       draw_g.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.integers(140, 256)))
   if glints.getbbox():
     glints = glints.filter(ImageFilter.GaussianBlur(0.6))
-  return _layer(freckles), _layer(rims), _layer(glints)
+  return _layer(freckles), _layer(rims), _layer(glints), _layer(discs)
 
 
 def _render_distractors(rng: np.random.Generator, img: np.ndarray,
-                        lesion_centre: tuple[float, float]) -> None:
-  """In place, draw everything that is NOT lesion: freckles, hairs, ruler/ink marks, bubbles, glare."""
+                        lesion_centre: tuple[float, float]) -> list[tuple[int, np.ndarray]]:
+  """In place, draw everything that is NOT lesion: freckles, hairs, ruler/ink marks, bubbles, glare.
+
+  Returns (class index, coverage) of each layer in drawing order, for the multi-class labels.
+  """
   h, w = img.shape[:2]
-  freckles, rims, glints = _spots_layers(rng, h, w)
+  freckles, rims, glints, discs = _spots_layers(rng, h, w)
   if freckles.any():  # same multiplicative pigment model as the lesion
     _blend(img, img * (_PIGMENTS["mid_brown"] / _REF_SKIN), 0.8 * freckles)
-  _blend(img, np.array([0.10, 0.07, 0.05]) * rng.uniform(0.6, 2.5), _hair_layer(rng, h, w))
+  hair_colour = np.array([0.10, 0.07, 0.05]) * rng.uniform(0.6, 2.5)  # drawn before the hairs
+  hair = _hair_layer(rng, h, w)
+  _blend(img, hair_colour, hair)
   ruler, ink = _marks_layer(rng, h, w, *lesion_centre)
   _blend(img, np.array([0.08, 0.08, 0.09]), ruler)
   _blend(img, np.array([0.42, 0.22, 0.52]) * rng.uniform(0.7, 1.2), ink)
   if rims.any():  # bubble edges refract darker
     _blend(img, img * np.float32(0.75), rims)
   _blend(img, np.ones(3), glints)
+  cls = {name: i + 1 for i, name in enumerate(CLASS_NAMES)}
+  return [(cls["freckles"], 0.8 * freckles), (cls["hair"], hair), (cls["marks"], ruler),
+          (cls["marks"], ink), (cls["bubbles"], discs), (cls["glare"], glints)]
+
+
+def _index_mask(lesion: np.ndarray, layers: list[tuple[int, np.ndarray]],
+                num_classes: int) -> np.ndarray:
+  """The index mask (uint8 HxW, 0..num_classes): the lesion, then each layer on top of it."""
+  out = lesion.astype(np.uint8)
+  for cls, coverage in layers:
+    if cls <= num_classes:
+      out[coverage >= LABEL_OPACITY] = cls
+  return out
 
 
 def _lighting(rng: np.random.Generator, img: np.ndarray) -> None:
@@ -423,26 +458,35 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def generate_example(seed: int, index: int, *,
-                     distractors: bool = True) -> tuple[np.ndarray, np.ndarray]:
-  """Return (image uint8 HxWx3 RGB, mask uint8 HxW in {0, 255}) for example ``index`` of ``seed``.
+def generate_example(seed: int, index: int, *, distractors: bool = True,
+                     num_classes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """Return (image uint8 HxWx3 RGB, mask uint8 HxW) for example ``index`` of ``seed``.
 
+  num_classes=1: the lesion mask in {0, 255}. num_classes=N in 2..MAX_CLASSES: an index mask in
+  0..N of classes CLASS_NAMES[:N] (see the module docstring); the image is the same either way.
   The size varies per index (mostly ~4:3 landscape). ``distractors=False`` renders the same
-  example without hairs/marks/spots/bubbles (used to check they never enter the mask).
+  example without hairs/marks/spots/bubbles (used to check they never enter the lesion mask).
   """
   if seed < 0 or index < 0:
     raise ValueError("seed and index must be non-negative")
+  if not 1 <= num_classes <= MAX_CLASSES:
+    raise ValueError(f"The synthetic data draws {MAX_CLASSES} kinds {CLASS_NAMES}: num_classes "
+                     f"must be 1..{MAX_CLASSES} (got {num_classes}).")
   scene, lesion, distract, finish = _rngs(seed, index)
   h, w = _sample_size(scene)
   img = _skin(scene, h, w)
   mask = _render_lesion(lesion, img)
+  layers = []
   if distractors:
     ys, xs = np.nonzero(mask)
-    _render_distractors(distract, img, (float(xs.mean()), float(ys.mean())))
+    layers = _render_distractors(distract, img, (float(xs.mean()), float(ys.mean())))
   _lighting(scene, img)
+  if num_classes > 1:
+    return _finish(finish, img), _index_mask(mask, layers, num_classes)
   return _finish(finish, img), mask.astype(np.uint8) * 255
 
 
-def generate_split(seed: int, start: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def generate_split(seed: int, start: int, count: int,
+                   num_classes: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
   """Examples ``start .. start+count-1`` of ``seed`` (e.g. train = 0..N-1, val = N..N+M-1)."""
-  return [generate_example(seed, i) for i in range(start, start + count)]
+  return [generate_example(seed, i, num_classes=num_classes) for i in range(start, start + count)]

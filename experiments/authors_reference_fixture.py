@@ -3,9 +3,9 @@ inputs, for tests/test_authors_reference.py (which needs neither torch nor the a
 
 Why: segan_jax re-implements the authors' NetS and NetC; the test maps their weights into
 segan_jax's Segmentor and Critic and compares every layer's output. Their code (MIT) is not part of
-this repository: this script imports `net.py` from a local copy of their repository at run time,
-applies the three fixes it needs on a current CPU PyTorch as text substitutions before executing
-it, and saves only numbers: weights, inputs and outputs.
+this repository: this script imports `net.py` from a local copy of their repository at run time
+(experiments/authors_code.py applies the three fixes it needs on a current CPU PyTorch as text
+substitutions before executing it), and saves only numbers: weights, inputs and outputs.
 
 The fixes: integer padding `(k - 1) // 2` (their `/ 2` is a float on Python 3); the forward passes
 run without their `torch.cuda.FloatTensor` test (CPU); `.reshape` where NetC.forward flattens
@@ -38,7 +38,7 @@ Usage (needs torch; a few seconds):
 from __future__ import annotations
 
 import argparse
-import types
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -46,35 +46,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from authors_code import load_authors_net  # noqa: E402  (experiments/authors_code.py)
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_AUTHORS_DIR = REPO.parent / "shared" / "reference" / "segan_authors"
 DEFAULT_OUTPUT = REPO / "tests" / "fixtures" / "authors_reference.npz"
 OUTPUT_EVERY = 97  # stride of the flattened critic output's saved samples
-
-# (old text, new text, occurrences in net.py): the fixes, then the 2017 upsampling convention.
-FIXES = (
-    ("- 1) / 2", "- 1) // 2", 2),
-    ("isinstance(input.data, torch.cuda.FloatTensor) and self.ngpu is 1", "True", 2),
-    (".view(batchsize,-1)", ".reshape(batchsize,-1)", 7),
-)
-UPSAMPLE = ("mode='bilinear')", "mode='bilinear', align_corners={})", 7)
-
-
-def load_authors_net(authors_dir: Path, ndf: int, align_corners: bool) -> types.ModuleType:
-  """The authors' net.py, fixed for a current CPU PyTorch, as a module with width ndf."""
-  source = (authors_dir / "net.py").read_text()
-  upsample_old, upsample_new, upsample_count = UPSAMPLE
-  fixes = (*FIXES, (upsample_old, upsample_new.format(align_corners), upsample_count))
-  for old, new, count in fixes:
-    found = source.count(old)
-    if found != count:
-      raise RuntimeError(f"net.py: expected {count} occurrences of {old!r}, found {found}; "
-                         "is this the authors' commit aa892a6?")
-    source = source.replace(old, new)
-  module = types.ModuleType(f"segan_authors_net_ac{int(align_corners)}")
-  exec(compile(source, str(authors_dir / "net.py"), "exec"), module.__dict__)
-  module.ndf = ndf  # read by NetS and NetC when they are built
-  return module
 
 
 def randomise_batch_norm(model: torch.nn.Module, run: Callable[[], torch.Tensor],

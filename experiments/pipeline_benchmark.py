@@ -1,12 +1,13 @@
-"""Throughput (images/s) of the tf.data training pipeline, on synthetic data and the real folder.
+"""Throughput (images/s) of the training input stream, on synthetic data and the real folder.
 
-Measures segan_jax.data.tf_pipeline.train_dataset as training consumes it (per-process batches of
-numpy arrays, paper augmentation: random 128x128 crop of 180x135, flips, colour jitter, ImageNet
-normalisation) after the decoded, resized pairs are cached in memory, which is what
-segan_jax.train.load_data does once at start-up; that one-time load (decode + checks + resize) is
-timed separately. Rows: full paper augmentation, and without colour jitter (geometry only).
+Measures segan_jax/data/pipeline.py as training consumes it, on both placements ('device': the
+uint8 arrays on the default device, each batch augmented there; 'host': on the host CPU, numpy
+out), after the decoded, resized pairs are held in memory, which is what segan_jax.train.load_data
+does once at start-up; that one-time load (decode + checks + resize) is timed separately. Rows:
+the default augmentation (random 128x128 crop of 180x135, flips, colour jitter, ImageNet
+normalisation), with the authors' whole-image view half of the time, and geometry only.
 
-Usage (2 CPU cores; --threads caps tf.data's intra/inter-op pools, 0 = TF's default):
+Usage (runs from a checkout; the training step's own rate is in `python -m segan_jax.benchmark`):
   python experiments/pipeline_benchmark.py --real_dir=/data/isic2017 --batches=40
 """
 
@@ -18,23 +19,34 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-import tensorflow as tf  # noqa: E402
+import jax  # noqa: E402
 
+from segan_jax import sharding  # noqa: E402
 from segan_jax.configs import default  # noqa: E402
-from segan_jax.data import arrays, sources, tf_pipeline  # noqa: E402
+from segan_jax.data import arrays, pipeline, sources  # noqa: E402
 from segan_jax.data.throughput import images_per_second  # noqa: E402
 
+VARIANTS = (("default augmentation", {}),
+            ("+ whole-image view p=0.5", {"whole_image_prob": 0.5}),
+            ("no colour jitter", {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
+                                  "hue": 0.0}))
 
-def throughput(train: arrays.TrainArrays, config, batches: int, warmup: int) -> float:
-  """Images per second drawn from the training iterator, after `warmup` batches."""
-  rate, batch = images_per_second(tf_pipeline.train_iterator(train, config), batches,
-                                 warmup)
+
+def throughput(train: arrays.TrainArrays, config, loader: str, batches: int,
+               warmup: int) -> tuple[float, float]:
+  """(images/s, start-up seconds: arrays placed and the first batch compiled) of one placement."""
+  stream = pipeline.Stream.from_config(config, len(train))
+  t0 = time.perf_counter()
+  source = (pipeline.DeviceStream(train, stream, sharding.make_mesh()) if loader == "device"
+            else pipeline.HostStream(train, stream))
+  jax.block_until_ready(source.batch(0))
+  startup = time.perf_counter() - t0
+  rate, batch = images_per_second(source.batch, batches, warmup)
   assert batch["image"].shape == (config.train.batch_size, config.data.image_size,
                                   config.data.image_size, 3)
-  return rate
+  return rate, startup
 
 
 def measure(name: str, config, args) -> None:
@@ -45,12 +57,13 @@ def measure(name: str, config, args) -> None:
   print(f"{name}: {len(train)} training pairs ({len(val_examples)} validation) loaded, checked "
         f"and resized in {load_s:.1f}s ({len(train_examples) + len(val_examples)} pairs, "
         f"{(len(train_examples) + len(val_examples)) / load_s:.0f} pairs/s)", flush=True)
-  for label, jitter in (("paper augmentation", True), ("no colour jitter", False)):
+  for label, changes in VARIANTS:
     c = config.copy_and_resolve_references()
-    if not jitter:
-      c.data.brightness = c.data.contrast = c.data.saturation = c.data.hue = 0.0
-    rate = throughput(train, c, args.batches, args.warmup)
-    print(f"  {label:20s} batch {c.train.batch_size}: {rate:7.0f} images/s", flush=True)
+    c.data.update(changes)
+    for loader in pipeline.LOADERS:
+      rate, startup = throughput(train, c, loader, args.batches, args.warmup)
+      print(f"  {label:26s} {loader:6s} batch {c.train.batch_size}: {rate:7.0f} images/s "
+            f"(start-up {startup:.1f}s)", flush=True)
 
 
 def main() -> None:
@@ -62,13 +75,10 @@ def main() -> None:
   parser.add_argument("--batch_size", type=int, default=25)
   parser.add_argument("--batches", type=int, default=40)
   parser.add_argument("--warmup", type=int, default=5)
-  parser.add_argument("--threads", type=int, default=0)
   args = parser.parse_args()
-  if args.threads:
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-  print(f"TF {tf.__version__}, {len(os.sched_getaffinity(0))} CPU cores available, "
-        f"load average {os.getloadavg()[0]:.1f}", flush=True)
+  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, "
+        f"{len(os.sched_getaffinity(0))} CPU cores available, load average "
+        f"{os.getloadavg()[0]:.1f}", flush=True)
 
   config = default.get_config()
   config.train.batch_size = args.batch_size

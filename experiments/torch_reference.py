@@ -55,10 +55,10 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 
 class ConvBNAct(nn.Module):
   def __init__(self, cin: int, cout: int, k: int, stride: int = 1,
-               activation: Callable = F.relu):
+               activation: Callable = F.relu, batchnorm: bool = True):
     super().__init__()
     self.conv = conv(cin, cout, (k, k), (stride, stride))
-    self.bn = batch_norm(cout)
+    self.bn = batch_norm(cout) if batchnorm else nn.Identity()
     self.activation = activation
 
   def forward(self, x):
@@ -66,13 +66,14 @@ class ConvBNAct(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-  """x + (1x1 c->2c, 3x3 2c->2c, 1x1 2c->c), each followed by BN and the activation."""
+  """x + (1x1 c->2c, 3x3 2c->2c, 1x1 2c->c), each followed by BN (unless batchnorm=False, as the
+  authors' forward pass) and the activation."""
 
-  def __init__(self, c: int, activation: Callable):
+  def __init__(self, c: int, activation: Callable, batchnorm: bool = True):
     super().__init__()
-    self.conv0 = ConvBNAct(c, 2 * c, 1, activation=activation)
-    self.conv1 = ConvBNAct(2 * c, 2 * c, 3, activation=activation)
-    self.conv2 = ConvBNAct(2 * c, c, 1, activation=activation)
+    self.conv0 = ConvBNAct(c, 2 * c, 1, activation=activation, batchnorm=batchnorm)
+    self.conv1 = ConvBNAct(2 * c, 2 * c, 3, activation=activation, batchnorm=batchnorm)
+    self.conv2 = ConvBNAct(2 * c, c, 1, activation=activation, batchnorm=batchnorm)
 
   def forward(self, x):
     return x + self.conv2(self.conv1(self.conv0(x)))
@@ -95,29 +96,31 @@ class GlobalConvBlock(nn.Module):
 class GlobalStage(nn.Module):
   """Decoder stages d4-d8: global conv k, BN, ReLU, then a residual block."""
 
-  def __init__(self, cin: int, cout: int, k: int):
+  def __init__(self, cin: int, cout: int, k: int, residual_batchnorm: bool = True):
     super().__init__()
     self.gcn = GlobalConvBlock(cin, cout, k)
     self.bn = batch_norm(cout)
-    self.res = ResidualBlock(cout, F.relu)
+    self.res = ResidualBlock(cout, F.relu, residual_batchnorm)
 
   def forward(self, x):
     return self.res(F.relu(self.bn(self.gcn(x))))
 
 
 class Segmentor(nn.Module):
-  """S: NCHW images (B, 3, H, W) -> logits (B, N, H, W)."""
+  """S: NCHW images (B, 3, H, W) -> logits (B, N, H, W); residual_batchnorm as
+  segan_jax's model.residual_batchnorm."""
 
-  def __init__(self, width: int = 64, num_classes: int = 1):
+  def __init__(self, width: int = 64, num_classes: int = 1, residual_batchnorm: bool = True):
     super().__init__()
     w = width
     lrelu = leaky_relu
+    res = lambda c, act: ResidualBlock(c, act, residual_batchnorm)
     self.e1_conv = conv(3, w, (7, 7), (2, 2), bias=True)
-    self.e1_res = ResidualBlock(w, lrelu)
-    self.e2_conv, self.e2_res = ConvBNAct(w, 2 * w, 5, 2, lrelu), ResidualBlock(2 * w, lrelu)
-    self.e3_conv, self.e3_res = ConvBNAct(2 * w, 4 * w, 5, 2, lrelu), ResidualBlock(4 * w, lrelu)
-    self.e4_conv, self.e4_res = ConvBNAct(4 * w, 8 * w, 5, 2, lrelu), ResidualBlock(8 * w, lrelu)
-    self.e5_conv, self.e5_res = ConvBNAct(8 * w, 8 * w, 5, 2, lrelu), ResidualBlock(8 * w, lrelu)
+    self.e1_res = res(w, lrelu)
+    self.e2_conv, self.e2_res = ConvBNAct(w, 2 * w, 5, 2, lrelu), res(2 * w, lrelu)
+    self.e3_conv, self.e3_res = ConvBNAct(2 * w, 4 * w, 5, 2, lrelu), res(4 * w, lrelu)
+    self.e4_conv, self.e4_res = ConvBNAct(4 * w, 8 * w, 5, 2, lrelu), res(8 * w, lrelu)
+    self.e5_conv, self.e5_res = ConvBNAct(8 * w, 8 * w, 5, 2, lrelu), res(8 * w, lrelu)
     self.e6_conv = ConvBNAct(8 * w, 16 * w, 4, 2, lrelu)
     self.e6_side = ConvBNAct(16 * w, 16 * w, 1, activation=lrelu)
     self.e7_conv = ConvBNAct(16 * w, 32 * w, 3, 2, lrelu)
@@ -126,13 +129,13 @@ class Segmentor(nn.Module):
     self.d2_conv = ConvBNAct(64 * w, 16 * w, 3)
     self.d2_side = ConvBNAct(16 * w, 16 * w, 1)
     self.d3_conv = ConvBNAct(32 * w, 8 * w, 3)
-    self.d3_res = ResidualBlock(8 * w, F.relu)
+    self.d3_res = res(8 * w, F.relu)
     # (in channels, out channels, kernel) of d4..d8; each input is the previous output + its skip.
-    self.d4 = GlobalStage(16 * w, 8 * w, 7)
-    self.d5 = GlobalStage(16 * w, 4 * w, 7)
-    self.d6 = GlobalStage(8 * w, 2 * w, 9)
-    self.d7 = GlobalStage(4 * w, w, 9)
-    self.d8 = GlobalStage(2 * w, w, 11)
+    self.d4 = GlobalStage(16 * w, 8 * w, 7, residual_batchnorm)
+    self.d5 = GlobalStage(16 * w, 4 * w, 7, residual_batchnorm)
+    self.d6 = GlobalStage(8 * w, 2 * w, 9, residual_batchnorm)
+    self.d7 = GlobalStage(4 * w, w, 9, residual_batchnorm)
+    self.d8 = GlobalStage(2 * w, w, 11, residual_batchnorm)
     self.out_conv = conv(w, num_classes, (5, 5), bias=True)
 
   def forward(self, x):
@@ -240,13 +243,14 @@ class SegAN:
                k: float = 1.0, adversarial_weight: float = 1.0, dice_weight: float = 0.0,
                bce_weight: float = 0.0, layer_weights: Sequence[float] | None = None,
                feature_reduction: str = "per_layer", bf16: bool = False,
-               device: str | torch.device = "cpu", seed: int = 0):
+               device: str | torch.device = "cpu", seed: int = 0,
+               residual_batchnorm: bool = True):
     torch.manual_seed(seed)
     self.device = torch.device(device)
     if self.device.type == "cuda":
       # cuDNN's autotuner: the setting a PyTorch user would train with (fixed input shapes).
       torch.backends.cudnn.benchmark = True
-    self.segmentor = Segmentor(width, num_classes).to(self.device)
+    self.segmentor = Segmentor(width, num_classes, residual_batchnorm).to(self.device)
     self.critic = Critic(width, critic_global_conv).to(self.device)
     self.opt_s = torch.optim.Adam(self.segmentor.parameters(), lr=lr, betas=(b1, b2), eps=1e-8)
     self.opt_c = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(b1, b2), eps=1e-8)

@@ -1,8 +1,8 @@
-"""Throughput benchmark: SegAN training iterations, inference and the input pipeline.
+r"""Throughput benchmark: SegAN training iterations, inference and the input pipeline.
 
   python -m segan_jax.benchmark [--config=segan_jax/configs/default.py] [--config.x=y ...] \
       [--width=64] [--batch_size=25] [--dtype=float32|bfloat16] [--conv_impl=auto|xla|cpu] \
-      [--devices=N] [--steps=5] [--warmup=2] [--torch] [--threads=N]
+      [--devices=N] [--steps=5] [--warmup=2] [--torch] [--authors_dir=DIR] [--threads=N]
 
 Measures, for the config (and the flags overriding it):
 * training iteration: one critic step + one segmentor step (segan_jax.steps.train_step, one jitted
@@ -17,19 +17,28 @@ Measures, for the config (and the flags overriding it):
   the achieved FLOP/s;
 * peak memory: device.memory_stats() where the backend exposes it (GPU, TPU), else the process's
   maximum resident set size (resource.getrusage), plus XLA's own buffer estimate;
-* input pipeline: images/s drawn from the configured loader (config.data.loader) on the embedded
-  synthetic data, with the config's augmentation.
+* input pipeline: images/s of both placements of the training stream (segan_jax/data/pipeline.py:
+  'device', the arrays on the benchmark's devices, each augmenting its shard; 'host', on the host
+  CPU) on the embedded synthetic data with the config's augmentation, timed after the training
+  and inference phases on the same devices; pipeline_ratio_vs_train is the configured loader's
+  images/s over the training iteration's.
 
 With `--torch`, an equivalent PyTorch SegAN (experiments/torch_reference.py, same architecture and
 the same iteration; it is part of the repository checkout, not of the installed package, so run
 `--torch` from a checkout: `pip install -e ".[bench]"`) runs in the same process on the same batch with the same number of threads,
 its timed iterations ALTERNATING with segan_jax's, so that the ratio holds on a busy machine;
-`--dtype=bfloat16` runs PyTorch under bfloat16 autocast. PyTorch's OpenMP threads wait passively
+`--dtype=bfloat16` runs PyTorch under bfloat16 autocast. With `--authors_dir` (a checkout of the
+authors' repository, YuanXue1993/SegAN, e.g. shared/reference/segan_authors beside this one), the
+authors' own NetS and NetC (their net.py, imported at run time by experiments/authors_code.py with
+the fixes a current PyTorch needs) run one iteration of their train.py and their inference, timed
+in the same alternation (float32, width = --width; their networks have one output map).
+PyTorch's OpenMP threads wait passively
 (OMP_WAIT_POLICY=PASSIVE, see --omp_wait_policy) unless told otherwise, and both run with glibc's
 malloc keeping freed memory and JAX dispatching CPU work synchronously (--keep_freed_memory,
 segan_jax/host_memory.py). The last line printed is always
-`train_ratio_vs_torch=X infer_ratio_vs_torch=Y` (segan_jax images/s over PyTorch images/s; `nan`
-without --torch).
+`train_ratio_vs_torch=X infer_ratio_vs_torch=Y pipeline_ratio_vs_train=Z train_ratio_vs_authors=A
+infer_ratio_vs_authors=B` (segan_jax images/s over the PyTorch rebuild's, the input pipeline's
+over the training iteration's, segan_jax's over the authors' code's; `nan` where not measured).
 """
 
 from __future__ import annotations
@@ -71,6 +80,9 @@ flags.DEFINE_integer("steps", 5, "Timed iterations (the median is reported).")
 flags.DEFINE_integer("warmup", 2, "Untimed iterations first (after compiling).")
 flags.DEFINE_bool("torch", False, "Compare with the PyTorch reference (needs torch installed and "
                   "the repository checkout: experiments/torch_reference.py).")
+flags.DEFINE_string("authors_dir", "", "Also time the SegAN authors' own PyTorch code (needs "
+                    "torch): the folder holding their net.py (a checkout of YuanXue1993/SegAN), "
+                    "loaded at run time by the checkout's experiments/authors_code.py.")
 flags.DEFINE_integer("threads", 0, "CPU threads for both frameworks (0: every core this process "
                      "may use). Fewer restricts the process's CPU affinity, which XLA's thread "
                      "pools follow, and sets torch.set_num_threads.")
@@ -216,20 +228,38 @@ def torch_reference() -> ModuleType:
   Raises ImportError where the checkout's file is missing (an installed package has no
   experiments/ folder) or torch is not installed.
   """
-  if _TORCH_REFERENCE_MODULE in sys.modules:
-    return sys.modules[_TORCH_REFERENCE_MODULE]
   path = torch_reference_path()
   if path is None:
     raise ImportError("The PyTorch reference (experiments/torch_reference.py) is part of the "
                       "segan_jax repository, not of the installed package: run --torch from a "
                       "checkout (pip install -e '.[bench]').")
-  spec = importlib.util.spec_from_file_location(_TORCH_REFERENCE_MODULE, path)
+  return _checkout_module(path, _TORCH_REFERENCE_MODULE)
+
+
+AUTHORS_CODE = TORCH_REFERENCE.with_name("authors_code.py")
+_AUTHORS_CODE_MODULE = "segan_jax_authors_code"
+
+
+def authors_code() -> ModuleType:
+  """experiments/authors_code.py (the loader of the authors' own code), once, from the checkout."""
+  for path in (AUTHORS_CODE, Path.cwd() / "experiments" / "authors_code.py"):
+    if path.is_file():
+      return _checkout_module(path, _AUTHORS_CODE_MODULE)
+  raise ImportError("--authors_dir needs the repository checkout: experiments/authors_code.py "
+                    "(which loads the authors' code) is not part of the installed package.")
+
+
+def _checkout_module(path: Path, name: str) -> ModuleType:
+  """The script at `path` of the checkout, executed once as module `name`."""
+  if name in sys.modules:
+    return sys.modules[name]
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
-  sys.modules[_TORCH_REFERENCE_MODULE] = module
+  sys.modules[name] = module
   try:
     spec.loader.exec_module(module)
   except BaseException:
-    del sys.modules[_TORCH_REFERENCE_MODULE]
+    del sys.modules[name]
     raise
   return module
 
@@ -245,7 +275,18 @@ def _torch_model(config, use_cuda: bool):
       dice_weight=config.loss.dice_weight, bce_weight=config.loss.bce_weight,
       layer_weights=weights, feature_reduction=config.loss.feature_reduction,
       bf16=config.dtype == "bfloat16", device="cuda" if use_cuda else "cpu",
-      seed=config.train.seed), torch
+      seed=config.train.seed,
+      residual_batchnorm=bool(config.model.get("residual_batchnorm", True))), torch
+
+
+def _authors_model(config, authors_dir: str, use_cuda: bool):
+  """The authors' NetS and NetC at the config's width, with their train.py's iteration."""
+  if config.model.num_classes != 1:
+    raise ValueError("--authors_dir: the authors' networks have one output map "
+                     f"(config.model.num_classes={config.model.num_classes}).")
+  return authors_code().authors_segan(
+      Path(authors_dir), config.model.width, lr=config.optim.learning_rate, b1=config.optim.b1,
+      b2=config.optim.b2, clip=config.train.critic_clip, device="cuda" if use_cuda else "cpu")
 
 
 def _torch_flops(fn: Callable[[], Any]) -> float:
@@ -256,31 +297,40 @@ def _torch_flops(fn: Callable[[], Any]) -> float:
   return float(counter.get_total_flops())
 
 
-def pipeline_throughput(config, batches: int, warmup: int = 2) -> dict[str, Any]:
-  """Images/s of the configured loader (segan_jax.train.train_iterator) on synthetic data."""
-  from segan_jax import train
+def pipeline_throughput(config, mesh, batches: int, warmup: int = 2,
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Images/s of both placements of the training stream (segan_jax/data/pipeline.py) on synthetic
+  data with the config's augmentation: 'device' on mesh's devices, 'host' on the host CPU
+  (this process's slice). Also the start-up of each (arrays placed, first batch compiled)."""
+  import jax
+
   from segan_jax.data import arrays as data_arrays
-  from segan_jax.data import sources, throughput
-  from segan_jax.optional import tensorflow_available
-  config = config.copy_and_resolve_references()
+  from segan_jax.data import pipeline, sources, throughput
   n = max(4 * config.train.batch_size, 32)
   examples = sources.synthetic_examples(config.data.seed, 0, n)
   arrays = data_arrays.prepare_train(examples, config.data.resize_height, config.data.resize_width)
-  loader = config.data.loader
-  if loader == "tfdata" and not tensorflow_available():
-    loader = "numpy (tensorflow missing)"
-  it = train.train_iterator(config, arrays, 0)
-  rate, batch = throughput.images_per_second(it, batches, warmup)
-  if hasattr(it, "close"):
-    it.close()
-  del it
-  return {"loader": loader, "images_per_s": rate, "batch": batch["image"].shape[0],
-          "batches": batches}
+  stream = pipeline.Stream.from_config(config, n)
+  out: dict[str, Any] = {"loader": config.data.loader, "batch": config.train.batch_size,
+                         "batches": batches, "examples": n,
+                         "whole_image_prob": stream.aug.whole_image_prob}
+  for loader in pipeline.LOADERS:
+    t0 = time.perf_counter()
+    source = (pipeline.DeviceStream(arrays, stream, mesh) if loader == "device" else
+              pipeline.HostStream(arrays, stream, jax.process_index(), jax.process_count()))
+    jax.block_until_ready(source.batch(0))
+    out[f"{loader}_startup_s"] = time.perf_counter() - t0
+    rate, _ = throughput.images_per_second(source.batch, batches, warmup)
+    out[f"{loader}_images_per_s"] = rate
+    log(f"  {loader}: {rate:.1f} images/s (start-up {out[f'{loader}_startup_s']:.1f}s)")
+    del source
+  out["images_per_s"] = out[f"{config.data.loader}_images_per_s"]
+  return out
 
 
 def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch: bool = False,
         threads: int = 1, do_train: bool = True, do_infer: bool = True, do_pipeline: bool = True,
-        pipeline_batches: int = 10, log: Callable[[str], None] = print) -> dict[str, Any]:
+        pipeline_batches: int = 10, authors_dir: str = "",
+        log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the benchmark for `config`; returns the figures (see format_report)."""
   import jax
   import numpy as np
@@ -332,7 +382,18 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
     result["torch_version"] = torch.__version__
     result["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
     sync = torch.cuda.synchronize if tr.device.type == "cuda" else (lambda: None)
+  authors = None
+  if authors_dir:
+    import torch
+    authors = _authors_model(config, authors_dir, use_cuda=backend == "gpu")
+    torch.set_num_threads(threads)
+    a_images = _to_torch(local["image"], authors.device)
+    a_masks = _to_torch(local["mask"], authors.device)
+    result["authors_dir"] = str(authors_dir)
+    result["authors_torch_version"] = torch.__version__
+    a_sync = torch.cuda.synchronize if authors.device.type == "cuda" else (lambda: None)
   ratios = {"train": float("nan"), "infer": float("nan")}
+  authors_ratios = {"train": float("nan"), "infer": float("nan")}
 
   if do_train:
     log(f"Compiling the training iteration (width {config.model.width}, batch "
@@ -369,6 +430,12 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
         sync()
       timers["torch"] = torch_train
       result["torch_train_flops"] = _torch_flops(torch_train)  # an extra warm-up iteration
+    if authors is not None:
+      def authors_train():
+        authors.train_step(a_images, a_masks)
+        a_sync()
+      timers["authors"] = authors_train
+      result["authors_train_flops"] = _torch_flops(authors_train)
     log(f"Timing {steps} training iterations after {warmup} warm-up "
         f"({' and '.join(timers)}, alternating)...")
     _record(result, "train", alternate(timers, warmup, steps), global_batch_size)
@@ -377,6 +444,11 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
       result["torch_train_flops_per_s"] = result["torch_train_flops"] / result["torch_train_s"]
       ratios["train"] = (result["segan_jax_train_images_per_s"]
                          / result["torch_train_images_per_s"])
+    if authors is not None:
+      result["authors_train_flops_per_s"] = (result["authors_train_flops"]
+                                             / result["authors_train_s"])
+      authors_ratios["train"] = (result["segan_jax_train_images_per_s"]
+                                 / result["authors_train_images_per_s"])
     seg_state, critic_state = state["seg"], state["critic"]
     del compiled, lowered
 
@@ -402,6 +474,12 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
         sync()
       timers["torch"] = torch_infer
       result["torch_infer_flops"] = _torch_flops(torch_infer)
+    if authors is not None:
+      def authors_infer():
+        authors.predict_probs(a_images)
+        a_sync()
+      timers["authors"] = authors_infer
+      result["authors_infer_flops"] = _torch_flops(authors_infer)
     log(f"Timing {steps} inference batches after {warmup} warm-up...")
     _record(result, "infer", alternate(timers, warmup, steps), global_batch_size)
     result["infer_flops_per_s"] = result["infer_flops"] / result["segan_jax_infer_s"]
@@ -409,6 +487,11 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
       result["torch_infer_flops_per_s"] = result["torch_infer_flops"] / result["torch_infer_s"]
       ratios["infer"] = (result["segan_jax_infer_images_per_s"]
                          / result["torch_infer_images_per_s"])
+    if authors is not None:
+      result["authors_infer_flops_per_s"] = (result["authors_infer_flops"]
+                                             / result["authors_infer_s"])
+      authors_ratios["infer"] = (result["segan_jax_infer_images_per_s"]
+                                 / result["authors_infer_images_per_s"])
     del compiled, lowered
 
   result["device_peak_bytes"] = _device_peak_bytes(used)
@@ -416,11 +499,18 @@ def run(config, *, devices: int = 0, steps: int = 5, warmup: int = 2, use_torch:
   if tr is not None and tr.device.type == "cuda":
     result["torch_cuda_peak_bytes"] = float(torch.cuda.max_memory_allocated())
 
+  result["pipeline_ratio_vs_train"] = float("nan")
   if do_pipeline:
-    log(f"Timing the input pipeline ({config.data.loader}, {pipeline_batches} batches)...")
-    p = pipeline_throughput(config, pipeline_batches)
+    log(f"Timing the input pipeline (both placements, {pipeline_batches} batches each, on the "
+        "devices above)...")
+    p = pipeline_throughput(config, mesh, pipeline_batches, log=log)
     result.update({f"pipeline_{k}": v for k, v in p.items()})
+    if "segan_jax_train_images_per_s" in result:
+      result["pipeline_ratio_vs_train"] = (result["pipeline_images_per_s"]
+                                           / result["segan_jax_train_images_per_s"])
   result["train_ratio_vs_torch"], result["infer_ratio_vs_torch"] = ratios["train"], ratios["infer"]
+  result["train_ratio_vs_authors"] = authors_ratios["train"]
+  result["infer_ratio_vs_authors"] = authors_ratios["infer"]
   result["load_average_end"] = os.getloadavg()[0]
   return result
 
@@ -442,45 +532,53 @@ def _gib(b: float | None) -> str:
 def format_report(r: dict[str, Any]) -> str:
   """A readable table of run()'s figures; its last line is the machine-readable ratios."""
   has_torch = "torch_version" in r
+  has_authors = "authors_dir" in r
   lines = [
       f"segan_jax benchmark: width {r['width']}, global batch {r['batch_size']}, {r['dtype']}, "
       f"conv_impl {r['conv_impl']} (-> {r['conv_impl_resolved']}), {r['devices']} x "
       f"{r['backend']} device ({r['device_kind']}), jax {r['jax_version']}"
       + (f", torch {r['torch_version']} (OMP_WAIT_POLICY {r.get('omp_wait_policy', 'default')})"
-         if has_torch else "") + f"; malloc: {r.get('malloc', 'default')}"
+         if has_torch else "")
+      + (f", the authors' code from {r['authors_dir']} (torch {r['authors_torch_version']})"
+         if has_authors else "") + f"; malloc: {r.get('malloc', 'default')}"
       + f", CPU dispatch {r.get('cpu_dispatch', 'asynchronous')}"
       + (f", GLIBC_TUNABLES={r['glibc_tunables']}" if r.get("glibc_tunables") else ""),
       f"machine: {r['cpu_model']}, {r['cpu_count']} CPU cores used, {r['threads']} threads; "
       f"load average {r['load_average_start']:.1f} at start, {r['load_average_end']:.1f} at end; "
       f"median of {r['steps']} timed iterations after {r['warmup']} warm-up",
       ""]
-  def row(name, a, b="", c=""):
-    return f"  {name:<40s}{a:>15s}" + (f"{b:>15s}{c:>9s}" if has_torch else "")
+  def row(name, a, b="", c="", d="", e=""):
+    return (f"  {name:<40s}{a:>15s}" + (f"{b:>15s}{c:>9s}" if has_torch else "")
+            + (f"{d:>15s}{e:>9s}" if has_authors else ""))
 
-  lines.append(row("", "segan_jax", "PyTorch" if has_torch else "", "ratio" if has_torch else ""))
+  lines.append(row("", "segan_jax", "PyTorch", "ratio", "authors' code", "ratio"))
   for kind, label in (("train", "train iteration (C + S steps)"), ("infer", "inference (S forward)")):
     if f"segan_jax_{kind}_s" not in r:
       continue
-    ratio = r[f"{kind}_ratio_vs_torch"]
     lines.append(row(f"{label}, s/batch", _fmt(r[f"segan_jax_{kind}_s"], ".3f"),
-                     _fmt(r.get(f"torch_{kind}_s"), ".3f")))
+                     _fmt(r.get(f"torch_{kind}_s"), ".3f"), "",
+                     _fmt(r.get(f"authors_{kind}_s"), ".3f")))
     lines.append(row(f"{label}, images/s", _fmt(r[f"segan_jax_{kind}_images_per_s"], ".2f"),
                      _fmt(r.get(f"torch_{kind}_images_per_s"), ".2f"),
-                     _fmt(ratio, ".2f", "x") if has_torch else ""))
+                     _fmt(r[f"{kind}_ratio_vs_torch"], ".2f", "x"),
+                     _fmt(r.get(f"authors_{kind}_images_per_s"), ".2f"),
+                     _fmt(r.get(f"{kind}_ratio_vs_authors"), ".2f", "x")))
+  spread = lambda key: f"{min(r[key]):.3f}-{max(r[key]):.3f}" if key in r else ""
   for kind in ("train", "infer"):
     if f"segan_jax_{kind}_s_all" in r:
-      spread = lambda ts: f"{min(ts):.3f}-{max(ts):.3f}"
-      lines.append(row(f"{kind}, s/batch min-max", spread(r[f"segan_jax_{kind}_s_all"]),
-                       spread(r[f"torch_{kind}_s_all"]) if has_torch else ""))
+      lines.append(row(f"{kind}, s/batch min-max", spread(f"segan_jax_{kind}_s_all"),
+                       spread(f"torch_{kind}_s_all"), "", spread(f"authors_{kind}_s_all")))
   gflop = lambda key: _fmt(r[key] / 1e9, ".1f") if key in r else ""
   if "segan_jax_train_s" in r:
-    lines.append(row("train GFLOP/iteration", gflop("train_flops"), gflop("torch_train_flops")))
+    lines.append(row("train GFLOP/iteration", gflop("train_flops"), gflop("torch_train_flops"),
+                     "", gflop("authors_train_flops")))
     lines.append(row("train achieved GFLOP/s", gflop("train_flops_per_s"),
-                     gflop("torch_train_flops_per_s")))
+                     gflop("torch_train_flops_per_s"), "", gflop("authors_train_flops_per_s")))
   if "segan_jax_infer_s" in r:
-    lines.append(row("inference GFLOP/batch", gflop("infer_flops"), gflop("torch_infer_flops")))
+    lines.append(row("inference GFLOP/batch", gflop("infer_flops"), gflop("torch_infer_flops"),
+                     "", gflop("authors_infer_flops")))
     lines.append(row("inference achieved GFLOP/s", gflop("infer_flops_per_s"),
-                     gflop("torch_infer_flops_per_s")))
+                     gflop("torch_infer_flops_per_s"), "", gflop("authors_infer_flops_per_s")))
   lines.append("")
   if "train_compile_s" in r:
     lines.append(f"  compile, training iteration: lower {r['train_lower_s']:.1f}s + compile "
@@ -507,10 +605,23 @@ def format_report(r: dict[str, Any]) -> str:
     mem.append(f"PyTorch CUDA peak {_gib(r['torch_cuda_peak_bytes'])}")
   lines.append("  memory: " + "; ".join(mem))
   if "pipeline_images_per_s" in r:
-    lines.append(f"  input pipeline ({r['pipeline_loader']}, synthetic data, batch "
-                 f"{r['pipeline_batch']}): {r['pipeline_images_per_s']:.1f} images/s")
+    train_rate = r.get("segan_jax_train_images_per_s")
+    for loader in ("device", "host"):
+      if f"pipeline_{loader}_images_per_s" not in r:
+        continue
+      rate = r[f"pipeline_{loader}_images_per_s"]
+      vs_train = (f" = {rate / train_rate:.1f}x the training iteration's {train_rate:.2f}"
+                  if train_rate else "")
+      default = " (config.data.loader)" if loader == r["pipeline_loader"] else ""
+      lines.append(f"  input pipeline, {loader}{default}: {rate:.1f} images/s{vs_train} "
+                   f"(synthetic data, batch {r['pipeline_batch']}, whole-image view "
+                   f"p={r['pipeline_whole_image_prob']:g}; start-up "
+                   f"{r[f'pipeline_{loader}_startup_s']:.1f}s)")
   lines.append(f"train_ratio_vs_torch={_ratio(r['train_ratio_vs_torch'])} "
-               f"infer_ratio_vs_torch={_ratio(r['infer_ratio_vs_torch'])}")
+               f"infer_ratio_vs_torch={_ratio(r['infer_ratio_vs_torch'])} "
+               f"pipeline_ratio_vs_train={_ratio(r.get('pipeline_ratio_vs_train'))} "
+               f"train_ratio_vs_authors={_ratio(r.get('train_ratio_vs_authors'))} "
+               f"infer_ratio_vs_authors={_ratio(r.get('infer_ratio_vs_authors'))}")
   return "\n".join(lines)
 
 
@@ -527,7 +638,7 @@ def main(argv):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={FLAGS.host_devices}")
   threads = _configure_threads(FLAGS.threads)  # before JAX starts its thread pools
-  if FLAGS.torch and FLAGS.omp_wait_policy != "default":
+  if (FLAGS.torch or FLAGS.authors_dir) and FLAGS.omp_wait_policy != "default":
     os.environ.setdefault("OMP_WAIT_POLICY", FLAGS.omp_wait_policy.upper())
   import jax
   compilation_cache.enable(FLAGS.jax_cache_dir, 0.5)
@@ -544,11 +655,20 @@ def main(argv):
       raise app.UsageError("--torch needs the repository checkout: the PyTorch reference is "
                            "experiments/torch_reference.py, which the installed package lacks. "
                            "Run it from a clone of the repository.")
+  if FLAGS.authors_dir:
+    try:
+      import torch  # noqa: F401
+      authors_code()
+    except ImportError as e:
+      raise app.UsageError(f"--authors_dir: {e} (torch: pip install 'segan_jax[bench]').")
+    if not os.path.isfile(os.path.join(FLAGS.authors_dir, "net.py")):
+      raise app.UsageError(f"--authors_dir={FLAGS.authors_dir} holds no net.py: name a checkout "
+                           "of the authors' repository (YuanXue1993/SegAN).")
   try:
     result = run(config, devices=FLAGS.devices, steps=FLAGS.steps, warmup=FLAGS.warmup,
                  use_torch=FLAGS.torch, threads=threads, do_train=FLAGS.train,
                  do_infer=FLAGS.infer, do_pipeline=FLAGS.pipeline,
-                 pipeline_batches=FLAGS.pipeline_batches,
+                 pipeline_batches=FLAGS.pipeline_batches, authors_dir=FLAGS.authors_dir,
                  log=lambda s: print(s, file=sys.stderr, flush=True))
   except ConfigError as e:
     raise app.UsageError(str(e))

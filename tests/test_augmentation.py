@@ -2,6 +2,7 @@
 image under every transform, the whole-image view is the whole pair resized, colour jitter touches
 the image only and stays in range, and each pair's result is a pure function of its key."""
 
+import colorsys
 import dataclasses
 
 import jax
@@ -190,6 +191,27 @@ def test_each_jitter_acts_within_its_range(field):
   else:  # hue: value and saturation kept, the colours rotate
     np.testing.assert_allclose(rgb1.max(-1), rgb0.max(-1), atol=1e-4)
     np.testing.assert_allclose(rgb1.min(-1), rgb0.min(-1), atol=1e-4)
+
+
+@pytest.mark.parametrize("saturation,hue", [(0.5, 0.0), (0.0, 0.3), (0.5, 0.3)])
+def test_colour_jitter_is_the_hsv_model(saturation, hue):
+  """Against Python's colorsys: brightness, contrast, then saturation scaled and clipped and hue
+  shifted in HSV, each step clipped to [0, 1]."""
+  rng = np.random.default_rng(0)
+  image = rng.uniform(size=(16, 16, 3)).astype(np.float32)
+  image[0, :4] = [[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5], [1, 0, 0]]  # grey (no hue), pure red
+  aug = aug_lib.Augmentation(16, brightness=0.2, contrast=0.3, saturation=saturation, hue=hue)
+  for seed in range(4):
+    draws = np.asarray(rng.uniform(size=aug_lib.NUM_DRAWS), np.float32)
+    got = np.asarray(jax.jit(aug_lib.colour_jitter, static_argnums=2)(draws, image, aug))
+    delta, contrast = 0.4 * draws[5] - 0.2, 0.7 + 0.6 * draws[6]
+    want = np.clip(image + delta, 0, 1)
+    want = np.clip((want - want.mean((0, 1))) * contrast + want.mean((0, 1)), 0, 1)
+    s_factor, h_shift = 1 + saturation * (2 * draws[7] - 1), hue * (2 * draws[8] - 1)
+    for pixel in want.reshape(-1, 3):
+      h, s, v = colorsys.rgb_to_hsv(*pixel)
+      pixel[:] = colorsys.hsv_to_rgb((h + h_shift) % 1.0, min(max(s * s_factor, 0), 1), v)
+    np.testing.assert_allclose(got, np.clip(want, 0, 1), atol=2e-6)
 
 
 def test_augment_is_a_pure_function_of_the_key():

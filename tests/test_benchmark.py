@@ -3,9 +3,11 @@
 import importlib.util
 import json
 import math
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,7 +17,13 @@ from segan_jax import benchmark, host_memory
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (extra [bench])")
-RATIO_LINE = re.compile(r"^train_ratio_vs_torch=(\S+) infer_ratio_vs_torch=(\S+)$")
+RATIO_LINE = re.compile(r"^train_ratio_vs_torch=(\S+) infer_ratio_vs_torch=(\S+) "
+                        r"pipeline_ratio_vs_train=(\S+) train_ratio_vs_authors=(\S+) "
+                        r"infer_ratio_vs_authors=(\S+)$")
+# A checkout of the authors' SegAN repository (their net.py), for the side-by-side timing.
+AUTHORS_DIR = Path(os.environ.get("SEGAN_AUTHORS_DIR", Path(__file__).resolve().parents[2]
+                                  / "shared" / "reference" / "segan_authors"))
+HAS_AUTHORS = HAS_TORCH and (AUTHORS_DIR / "net.py").is_file()
 
 
 def _benchmark(tmp_path, *extra):
@@ -29,24 +37,45 @@ def _benchmark(tmp_path, *extra):
 
 
 def test_benchmark_runs_and_reports(tmp_path):
-  extra = ["--torch"] if HAS_TORCH else []
+  extra = (["--torch"] if HAS_TORCH else []) + ([f"--authors_dir={AUTHORS_DIR}"] if HAS_AUTHORS
+                                                 else [])
   lines, result = _benchmark(tmp_path, *extra)
   match = RATIO_LINE.match(lines[-1])
   assert match, lines[-1]
   ratios = [float(x) for x in match.groups()]
+  torch_ratios, pipeline_ratio, authors_ratios = ratios[:2], ratios[2], ratios[3:]
   if HAS_TORCH:
-    assert all(math.isfinite(x) and x > 0 for x in ratios)
+    assert all(math.isfinite(x) and x > 0 for x in torch_ratios)
   else:
-    assert all(math.isnan(x) for x in ratios)
+    assert all(math.isnan(x) for x in torch_ratios)
+  if HAS_AUTHORS:
+    assert all(math.isfinite(x) and x > 0 for x in authors_ratios)
+    assert result["train_ratio_vs_authors"] == pytest.approx(
+        result["segan_jax_train_images_per_s"] / result["authors_train_images_per_s"])
+    assert result["infer_ratio_vs_authors"] == pytest.approx(
+        result["segan_jax_infer_images_per_s"] / result["authors_infer_images_per_s"])
+    assert result["authors_train_flops"] > 0 and "authors' code" in lines[0]
+  else:
+    assert all(math.isnan(x) for x in authors_ratios)
+  # The input pipeline: both placements, and the configured one against the training iteration.
+  assert pipeline_ratio == pytest.approx(result["pipeline_ratio_vs_train"], rel=1e-3)
+  assert result["pipeline_ratio_vs_train"] == pytest.approx(
+      result["pipeline_device_images_per_s"] / result["segan_jax_train_images_per_s"])
+  assert result["pipeline_images_per_s"] == result["pipeline_device_images_per_s"]
+  assert result["pipeline_host_images_per_s"] > 0
 
   # The table's images/s rows hold positive numbers for each framework that ran.
   rows = [l for l in lines if "images/s" in l and "(" in l and "pipeline" not in l]
   assert len(rows) == 2, lines
   for row in rows:
     numbers = [float(x) for x in re.findall(r"\d+\.\d+", row.split("images/s", 1)[1])]
-    assert len(numbers) == (3 if HAS_TORCH else 1) and all(x > 0 for x in numbers), row
+    count = 1 + 2 * HAS_TORCH + 2 * HAS_AUTHORS
+    assert len(numbers) == count and all(x > 0 for x in numbers), row
   pipeline = [l for l in lines if "input pipeline" in l]
-  assert pipeline and float(re.search(r"([\d.]+) images/s", pipeline[0]).group(1)) > 0
+  assert [l.split(":")[0].strip() for l in pipeline] == [
+      "input pipeline, device (config.data.loader)", "input pipeline, host"]
+  assert all(float(re.search(r"([\d.]+) images/s", l).group(1)) > 0 for l in pipeline)
+  assert "x the training iteration's" in pipeline[0]
   assert any(l.strip().startswith("compile, training iteration") for l in lines)
 
   for key in ("segan_jax_train_images_per_s", "segan_jax_infer_images_per_s", "train_flops",
@@ -97,7 +126,9 @@ def test_report_without_torch_ends_with_nan_ratios():
        "train_flops_per_s": 2e9, "max_rss_bytes": 2.0**30, "train_ratio_vs_torch": math.nan,
        "infer_ratio_vs_torch": math.nan}
   lines = benchmark.format_report(r).splitlines()
-  assert lines[-1] == "train_ratio_vs_torch=nan infer_ratio_vs_torch=nan"
+  assert lines[-1] == ("train_ratio_vs_torch=nan infer_ratio_vs_torch=nan "
+                       "pipeline_ratio_vs_train=nan train_ratio_vs_authors=nan "
+                       "infer_ratio_vs_authors=nan")
 
 
 def test_torch_reference_is_found_in_the_checkout():
@@ -193,3 +224,34 @@ def _torch_training_iteration(ref):
   assert any(not torch.equal(a, b) for a, b in zip(before, model.segmentor.parameters()))
   probs = model.predict_probs(images)
   assert probs.shape == (2, 1, 128, 128) and 0 <= probs.min() and probs.max() <= 1
+
+
+@pytest.mark.skipif(not HAS_AUTHORS, reason="needs torch and the authors' code (SEGAN_AUTHORS_DIR)")
+def test_authors_code_runs_their_training_iteration():
+  import torch
+  code = benchmark.authors_code()
+  model = code.authors_segan(AUTHORS_DIR, 2, lr=1e-2)
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  try:
+    rng = np.random.default_rng(0)
+    ref = benchmark.torch_reference()
+    images = ref.to_nchw(rng.standard_normal((2, 128, 128, 3)))
+    masks = ref.to_nchw((rng.uniform(size=(2, 128, 128, 1)) < 0.5))
+    before = [p.detach().clone() for p in model.segmentor.parameters()]
+    out = model.train_step(images, masks)
+    assert all(torch.isfinite(v) for v in out.values()) and float(out["critic_loss"]) <= 0
+    assert all(p.abs().max() <= 0.05 for p in model.critic.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.segmentor.parameters()))
+    probs = model.predict_probs(images)
+    assert probs.shape == (2, 1, 128, 128) and 0 <= probs.min() and probs.max() <= 1
+    # Their residual blocks build BatchNorm and never call it: no BatchNorm runs on their maps.
+    assert model.segmentor.convblock1_1.norm1.num_batches_tracked == 0
+  finally:
+    torch.set_num_threads(threads)
+
+
+def test_authors_code_refuses_a_folder_without_their_net_py(tmp_path):
+  pytest.importorskip("torch")
+  with pytest.raises(FileNotFoundError, match="--authors_dir"):
+    benchmark.authors_code().load_authors_net(tmp_path, 2, align_corners=False)

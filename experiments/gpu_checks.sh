@@ -3,7 +3,11 @@
 # bounded by what is left of BUDGET_S seconds:
 #   1. environment (GPU, driver, jax/flax/optax/orbax/torch versions, TF32 settings);
 #   2. segan_jax.benchmark against the PyTorch reference in the same process, batch 25: widths 64
-#      and 16 in float32, width 64 in bfloat16 (BENCH_SPECS), plus the numpy input pipeline;
+#      and 16 in float32, width 64 in bfloat16 (BENCH_SPECS), plus, with the first spec, the input
+#      pipeline on the GPU ('device': the uint8 arrays on the GPU, augmented there) and on the host
+#      cores ('host'), each in images/s next to the training iteration's, and their ratio
+#      (pipeline_ratio_vs_train on the last line); with AUTHORS_DIR (a checkout of the authors'
+#      SegAN repository) their own NetS/NetC iteration is timed alongside;
 #   3. the paper's recipe (configs/isic2017.py: width 64, batch 25) trained on the real ISIC pairs
 #      in DATA (folder layout, held-out ids of experiments/isic2017_heldout_ids.txt never trained
 #      on), for as many steps as the measured iteration time fits into what is left;
@@ -27,6 +31,7 @@ TRAIN_WIDTH=${TRAIN_WIDTH:-64}
 EVAL_RESERVE_S=${EVAL_RESERVE_S:-100}
 MAX_STEPS=${MAX_STEPS:-100000}
 TRAIN=${TRAIN:-1}  # 0: benchmarks only
+AUTHORS_DIR=${AUTHORS_DIR:-}  # e.g. ../shared/reference/segan_authors
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/segan_gpu_checks}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
@@ -68,13 +73,14 @@ for spec in $BENCH_SPECS; do
   (( budget > 150 )) && budget=150
   if (( budget < 40 )); then echo "skipping width $width $dtype: too little time left"; continue; fi
   extra="--nopipeline"
-  (( first )) && extra="--pipeline"  # the input pipeline once, with the first spec
+  (( first )) && extra="--pipeline --pipeline_batches=50"  # the input pipeline once, first spec
   first=0
+  [ -n "$AUTHORS_DIR" ] && extra="$extra --authors_dir=$AUTHORS_DIR"
   name="bench_w${width}_${dtype}"
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 timeout "$budget" "$PY" -m segan_jax.benchmark \
       --width="$width" --batch_size=25 --dtype="$dtype" --torch --steps="$BENCH_STEPS" \
       --warmup="$BENCH_WARMUP" $extra --json="$WORK/$name.json" > "$WORK/$name.log" 2>&1
-  echo "$name: exit $?"; tail -n 22 "$WORK/$name.log"
+  echo "$name: exit $?"; tail -n 24 "$WORK/$name.log"
   pack
 done
 
@@ -91,8 +97,9 @@ for path in glob.glob(f"{work}/bench_w{width}_float32.json"):
   iter_s = r["segan_jax_train_s"]
   compile_s = r["train_lower_s"] + r["train_compile_s"] + r.get("infer_compile_s", 0.0)
   pipe = r.get("pipeline_images_per_s", pipe)
-# A full-width run on one H200 (2026-11-26) trained at 16-23 steps/s against a benchmark bound of
-# 29.6 (pipeline) and took 105 s to its first validation: hence the margins below.
+# A full-width run on one H200 (2026-11-26, the former numpy input pipeline) trained at 16-23
+# steps/s against a benchmark bound of 29.6 (pipeline) and took 105 s to its first validation:
+# hence the margins below.
 per_step = max(iter_s, 25.0 / pipe) * 1.8 + 0.002
 # start-up: data scan and decode, compiling, four validation passes (about 10 s each), checkpoints
 steps = int((budget - 60 - 2.0 * compile_s) / per_step)
@@ -104,7 +111,7 @@ if (( steps >= 8 )); then
   q=$(( steps / 4 ))
   timeout "$train_budget" "$PY" -m segan_jax.main --workdir="$RUN" \
       --config=segan_jax/configs/isic2017.py --config.model.width="$TRAIN_WIDTH" \
-      --config.data.source=folder --config.data.dir="$DATA" --config.data.loader=numpy \
+      --config.data.source=folder --config.data.dir="$DATA" \
       --config.data.val_ids_file=experiments/isic2017_heldout_ids.txt \
       --config.train.num_steps="$steps" --config.train.eval_every="$q" \
       --config.train.checkpoint_every="$q" --config.train.log_every=25 > "$WORK/train.log" 2>&1
@@ -125,4 +132,5 @@ fi
 
 echo "== summary ($(( $(date +%s) - START )) s)"
 for f in "$WORK"/bench_*.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tail -n 1 "$f")"; done
+grep -h "input pipeline, " "$WORK"/bench_*.log 2>/dev/null  # images/s on the GPU and the host, vs training
 ls "$OUT"

@@ -7,6 +7,7 @@ import pytest
 from jax import lax
 
 from segan_jax import conv as conv_ops
+from segan_jax.models import Critic, Segmentor
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -55,7 +56,28 @@ WINOGRAD_CASES = [
 ]
 # A wide k x 1 layer into wide outputs: its stride-1 input gradient is an im2col product too.
 KX1_WIDE_OUT = (1, 4, 8, 512, 512, 1, 5, (1, 1), ((0, 0), (2, 2)))
-CASES += IM2COL_CASES + [KX1_WIDE_OUT] + WINOGRAD_CASES
+# Winograd at batch 2 on maps that are not square (the tiles' row and column order).
+WINOGRAD_BATCH_CASES = [
+    (2, 16, 32, 256, 8, 3, 3, (1, 1), ((1, 1), (1, 1))),
+    (2, 32, 16, 256, 256, 3, 3, (1, 1), ((1, 1), (1, 1))),  # its input gradient too
+]
+# Strided 2-D kernels onto outputs over 8x8 (col2im's limit): the input gradient in sub-pixel
+# form, one stride-1 convolution with 4 * cin outputs (e1-e3 and c1-c3 at 128x128).
+SUBPIXEL_CASES = [
+    (2, 32, 32, 3, 4, 7, 7, (2, 2), ((3, 3), (3, 3))),  # e1 / c1
+    (2, 33, 29, 3, 4, 7, 7, (2, 2), ((3, 3), (3, 3))),  # odd sides
+    (2, 24, 20, 4, 5, 5, 5, (2, 2), ((2, 2), (2, 2))),  # e2, e3 / c2
+    (2, 20, 20, 4, 5, 4, 4, (2, 2), ((1, 1), (1, 1))),  # c3
+    (2, 18, 18, 4, 5, 3, 3, (2, 2), ((1, 1), (1, 1))),  # 9x9 outputs
+]
+# Strided k x 1 / 1 x k kernels with wide outputs on small maps (the critic's global convolutions
+# at width 64): the sub-pixel input gradient's stride-1 convolution is a k x 1 im2col product.
+SUBPIXEL_KX1_IM2COL_CASES = [
+    (1, 8, 4, 3, 512, 7, 1, (2, 1), ((3, 3), (0, 0))),
+    (1, 4, 8, 3, 512, 1, 7, (1, 2), ((0, 0), (3, 3))),
+]
+CASES += (IM2COL_CASES + [KX1_WIDE_OUT] + WINOGRAD_CASES + WINOGRAD_BATCH_CASES + SUBPIXEL_CASES
+          + SUBPIXEL_KX1_IM2COL_CASES)
 
 
 def _reference(x, kernel, strides, padding):
@@ -125,6 +147,23 @@ def test_bfloat16_dtypes_and_values(case):
     actual, expected = np.asarray(actual, np.float32), np.asarray(expected)
     tol = 0.02 * np.abs(expected).max() + 1e-6
     np.testing.assert_allclose(actual, expected, rtol=0.02, atol=tol)
+
+
+@pytest.mark.parametrize("case", SUBPIXEL_CASES[:3] + SUBPIXEL_KX1_IM2COL_CASES[:1],
+                         ids=["7x7s2", "7x7s2_odd", "5x5s2", "7x1s21_im2col"])
+def test_bfloat16_subpixel_input_gradient(case):
+  """The sub-pixel input gradient (and the forward pass and kernel gradient) in bfloat16: the
+  float32 values of the same bfloat16 inputs, to within bfloat16 rounding (8 significant bits:
+  2 units in the last place of each value, 2^-8 of the largest for values near zero)."""
+  x, kernel, cotangent, strides, padding = _inputs(case, jnp.bfloat16)
+  y, dx, dk = _value_and_grads(_cpu, x, kernel, cotangent, strides, padding)
+  assert y.dtype == dx.dtype == dk.dtype == jnp.bfloat16
+  f32 = lambda a: a.astype(jnp.float32)
+  want = _value_and_grads(_reference, f32(x), f32(kernel), f32(cotangent), strides, padding)
+  for got, expected in zip((y, dx, dk), want):
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(np.asarray(got, np.float32), expected, rtol=2 ** -6,
+                               atol=2 ** -8 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("rows, case", [
@@ -232,6 +271,59 @@ def test_winograd_rule(shape, dtype, padding, winograd):
                                      padding)
 
 
+@pytest.mark.parametrize("case", WINOGRAD_BATCH_CASES, ids=["16x32_forward", "32x16_input_grad"])
+def test_winograd_at_batch_2_on_non_square_maps(case):
+  """Forward (and, 256 outputs wide, the input gradient) as Winograd, no convolution left."""
+  x, kernel, cotangent, strides, padding = _inputs(case)
+  assert conv_ops._winograd_pays(x, kernel, strides, padding)
+  jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
+  assert "conv_general_dilated" not in jaxpr
+  if case[4] >= conv_ops._WINOGRAD_MIN_CHANNELS:
+    jaxpr = str(jax.make_jaxpr(lambda g, k: conv_ops._input_grad(g, k, x.shape, strides, padding))(
+        cotangent, kernel))
+    assert "conv_general_dilated" not in jaxpr
+  y, dx, _ = _value_and_grads(_cpu, x, kernel, cotangent, strides, padding)
+  y_ref, dx_ref, _ = _value_and_grads(_reference, x, kernel, cotangent, strides, padding)
+  _close(y, y_ref, np.sqrt(9 * case[3]))
+  _close(dx, dx_ref, np.sqrt(9 * case[4]))
+
+
+@pytest.mark.parametrize("case", SUBPIXEL_CASES, ids=_case_id)
+def test_strided_input_gradient_is_one_subpixel_convolution(monkeypatch, case):
+  """The input gradient of a strided 2-D kernel onto outputs over 8x8: one stride-1 convolution
+  of the output gradient with 4 * cin output channels (the 2 x 2 phases), no lhs dilation."""
+  x, kernel, cotangent, strides, padding = _inputs(case)
+  ho, wo = cotangent.shape[1:3]
+  assert not conv_ops._im2col_pays(kernel.shape, ho, wo, transposed=True)
+  calls = []
+  forward = conv_ops._forward
+  monkeypatch.setattr(conv_ops, "_forward", lambda *a: calls.append(a) or forward(*a))
+  jaxpr = jax.make_jaxpr(lambda g, k: conv_ops._input_grad(g, k, x.shape, strides, padding))(
+      cotangent, kernel)
+  ((g, phase_kernel, phase_strides, _),) = calls
+  assert g.shape == cotangent.shape and phase_strides == (1, 1)
+  assert phase_kernel.shape[2:] == (case[4], 4 * case[3])
+  assert str(jaxpr).count("conv_general_dilated") == 1 and "lhs_dilation=(1, 1)" in str(jaxpr)
+  dx = jax.jit(lambda g, k: conv_ops._input_grad(g, k, x.shape, strides, padding))(cotangent,
+                                                                                   kernel)
+  _, vjp = jax.vjp(lambda a: _reference(a, kernel, strides, padding), x)
+  _close(dx, vjp(cotangent)[0], np.sqrt(case[5] * case[6] * case[4]))
+
+
+@pytest.mark.parametrize("case", SUBPIXEL_KX1_IM2COL_CASES, ids=["7x1_s21", "1x7_s12"])
+def test_strided_kx1_input_gradient_is_one_matrix_product(case):
+  """Sub-pixel form whose stride-1 convolution (512 input channels, 28 pixels) is an im2col
+  matrix product: no convolution at all."""
+  x, kernel, cotangent, strides, padding = _inputs(case)
+  jaxpr = str(jax.make_jaxpr(lambda g, k: conv_ops._input_grad(g, k, x.shape, strides, padding))(
+      cotangent, kernel))
+  assert "conv_general_dilated" not in jaxpr and jaxpr.count("dot_general") == 1
+  dx = jax.jit(lambda g, k: conv_ops._input_grad(g, k, x.shape, strides, padding))(cotangent,
+                                                                                   kernel)
+  _, vjp = jax.vjp(lambda a: _reference(a, kernel, strides, padding), x)
+  _close(dx, vjp(cotangent)[0], np.sqrt(7 * case[4]))
+
+
 def test_winograd_forward_has_no_convolution():
   x, kernel, _, strides, padding = _inputs(WINOGRAD_CASES[0])
   jaxpr = str(jax.make_jaxpr(lambda a, k: _cpu(a, k, strides, padding))(x, kernel))
@@ -291,3 +383,62 @@ def test_runtime_threading_follows_the_jaxlib_version(monkeypatch):
                             ("1.0.0", True)):
     monkeypatch.setattr(conv_ops.jaxlib.version, "__version__", version)
     assert conv_ops._runtime_threads_each_convolution() is threaded, version
+
+
+def _random_variables(module, x, rng):
+  """Random parameters and BatchNorm statistics of the module's shapes (init itself would run
+  the model eagerly, or compile it, at several times the cost of the rest of the test)."""
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      return rng.standard_normal(leaf.shape, np.float32) / np.sqrt(np.prod(leaf.shape[:-1]))
+    if name == "var":
+      return (0.5 + rng.random(leaf.shape)).astype(np.float32)
+    return ((name == "scale") + 0.2 * rng.standard_normal(leaf.shape)).astype(np.float32)
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.mark.parametrize("model, train", [(Segmentor, False), (Critic, True)],
+                         ids=["segmentor_eval", "critic_train"])
+def test_whole_model_cpu_equals_xla_values_and_gradients(model, train):
+  """S and C (width 2, 128x128, batch 2) with every convolution on impl='cpu': XLA's outputs, and
+  its gradients w.r.t. every parameter and the input, to float32 rounding.
+
+  S runs with running BatchNorm statistics: in training mode, BatchNorm over the 1x1 bottleneck
+  at batch 2 (two values per channel, Flax's one-pass variance) turns float32 rounding into
+  gradient differences of 1-10% between any two float32 programs, XLA's against a float64 run
+  included. C trains as in every critic step.
+  """
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 128, 128, 3), np.float32))
+  variables = _random_variables(model(width=2), x, rng)
+
+  def values_and_grads(impl):
+    module = model(width=2, conv_impl=impl)
+
+    def forward(params, x):
+      if train:
+        return module.apply({**variables, "params": params}, x, train=True,
+                            mutable=["batch_stats"])[0]
+      return module.apply({**variables, "params": params}, x, train=False)
+
+    def run(params, x, cotangents):
+      out, vjp = jax.vjp(forward, params, x)
+      return out, vjp(cotangents)
+
+    shapes = jax.eval_shape(forward, variables["params"], x)
+    cotangents = jax.tree.map(
+        lambda s: jnp.asarray(np.random.default_rng(1).standard_normal(s.shape, np.float32)),
+        shapes)
+    # XLA's backend optimisations are not what is under test, and take most of the compile time.
+    compiled = jax.jit(run).lower(variables["params"], x, cotangents).compile(
+        compiler_options={"xla_backend_optimization_level": 0})
+    return compiled(variables["params"], x, cotangents)
+
+  got, want = values_and_grads("cpu"), values_and_grads("xla")
+  pairs = list(zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+  assert len(pairs) == len(jax.tree.leaves(want)) > 10
+  for g, w in pairs:
+    w = np.asarray(w)
+    np.testing.assert_allclose(np.asarray(g), w, rtol=1e-5, atol=2e-5 * np.abs(w).max())

@@ -379,8 +379,8 @@ def test_cpu_pieces_policy(monkeypatch, threaded):
 
 
 def test_runtime_threading_follows_the_jaxlib_version(monkeypatch):
-  for version, threaded in (("0.10.2", False), ("0.11.0", True), ("0.11.2.dev20261101", True), ("0.11rc1", True), ("0.9.2", False),
-                            ("1.0.0", True)):
+  for version, threaded in (("0.10.2", False), ("0.11.0", True), ("0.11.2.dev20261101", True),
+                            ("0.11rc1", True), ("0.9.2", False), ("1.0.0", True)):
     monkeypatch.setattr(conv_ops.jaxlib.version, "__version__", version)
     assert conv_ops._runtime_threads_each_convolution() is threaded, version
 

@@ -1,7 +1,7 @@
 """Scores trained runs by the ISIC 2017 Part 1 protocol; selects checkpoint, k and threshold.
 
   python -m segan_jax.evaluate --workdir=RUN [--workdir=RUN2 ...] [--split=validation] [--tta]
-      [--data_source=folder --data_dir=DIR] [--search] [--output=DIR]
+      [--data_source=folder --data_dir=DIR] [--search] [--output=DIR] [--postprocess]
 
 Protocol (segan_jax.metrics): each probability map is resized back to its image's ORIGINAL size,
 binarised at the threshold, and scored per image (accuracy, sensitivity, specificity, Jaccard,
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from segan_jax import cli, compilation_cache, host_memory, inference, metrics, overlays, validation
+from segan_jax import (cli, compilation_cache, host_memory, inference, metrics, overlays,
+                       postprocess as post, validation)
 from segan_jax.data import arrays as data_arrays
 from segan_jax.errors import UserError
 
@@ -116,19 +117,22 @@ def load_eval_set(config, split: str, image_size: int) -> data_arrays.EvalSet:
 # ---------------------------------------------------------------------------------------------
 # Scoring.
 
-def score(probs: np.ndarray, eval_set: data_arrays.EvalSet,
-          threshold: float) -> metrics.ScoreAccumulator:
-  """ISIC scores of label map 0 of (M, S, S, N) probabilities at each image's original size."""
-  return validation.score_eval_set(probs, eval_set, threshold)
+def score(probs: np.ndarray, eval_set: data_arrays.EvalSet, threshold: float,
+          postprocess: bool = False) -> metrics.ScoreAccumulator:
+  """ISIC scores of label map 0 of (M, S, S, N) probabilities at each image's original size;
+  with `postprocess`, of each thresholded mask's largest component with its holes filled."""
+  return validation.score_eval_set(probs, eval_set, threshold,
+                                   postprocess=post.postprocess_mask if postprocess else None)
 
 
 def jaccard_by_threshold(probs: np.ndarray, eval_set: data_arrays.EvalSet,
-                         thresholds: Sequence[float]) -> np.ndarray:
+                         thresholds: Sequence[float], postprocess: bool = False) -> np.ndarray:
   """Mean Jaccard over images for each threshold, by the ISIC protocol, resizing each map once.
 
   Each map is resized to its mask's original size once (metrics.resize_probability) and counted
-  against every threshold (`prob > t`, compared as metrics.binarize_prediction compares). Same
-  convention as segan_jax.metrics: Jaccard is 1 when prediction and truth are both empty.
+  against every threshold (`prob > t`, compared as metrics.binarize_prediction compares; with
+  `postprocess`, the mask post-processed first). Same convention as segan_jax.metrics: Jaccard
+  is 1 when prediction and truth are both empty.
   """
   totals = np.zeros(len(thresholds), np.float64)
   for prob, mask in zip(probs, eval_set.masks):
@@ -137,8 +141,13 @@ def jaccard_by_threshold(probs: np.ndarray, eval_set: data_arrays.EvalSet,
     inside = full[truth]
     positives = inside.size
     for j, t in enumerate(thresholds):
-      tp = np.count_nonzero(inside > float(t))
-      fp = np.count_nonzero(full > float(t)) - tp
+      if postprocess:
+        pred = post.postprocess_mask(full > float(t))
+        tp = np.count_nonzero(pred[truth])
+        fp = np.count_nonzero(pred) - tp
+      else:
+        tp = np.count_nonzero(inside > float(t))
+        fp = np.count_nonzero(full > float(t)) - tp
       union = positives + fp  # tp + fp + fn
       totals[j] += tp / union if union else 1.0
   return totals / max(len(eval_set), 1)
@@ -171,8 +180,10 @@ def _variant_probs(models, logits, tta: str) -> dict[str, dict[str, Any]]:
 
 def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[float],
                threshold_grid: Sequence[float], steps: str | Sequence[int] = "all",
-               tta: str = "none", batch_size: int = 16, log=print) -> dict[str, Any]:
-  """Grid search of (checkpoint step, k, threshold) by mean Jaccard on `eval_set` (validation).
+               tta: str = "none", batch_size: int = 16, log=print,
+               postprocess: bool = False) -> dict[str, Any]:
+  """Grid search of (checkpoint step, k, threshold) by mean Jaccard on `eval_set` (validation),
+  of the post-processed masks with `postprocess`.
 
   Returns the selection (chosen step, k, threshold and every grid point's Jaccard). Ties go to the
   later checkpoint, then to the k and threshold closest to the paper's (0.3, 0.4).
@@ -197,7 +208,8 @@ def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[flo
     logits = inference.Predictor([model], batch_size, tta).logit_views(eval_set.images)
     for k in k_grid:
       probs = inference.combine(logits, [k])
-      for t, jac in zip(threshold_grid, jaccard_by_threshold(probs, eval_set, threshold_grid)):
+      for t, jac in zip(threshold_grid, jaccard_by_threshold(probs, eval_set, threshold_grid,
+                                                             postprocess)):
         results.append({"step": int(step), "k": float(k), "threshold": float(t),
                         "jaccard": float(jac)})
     best_here = max(r["jaccard"] for r in results if r["step"] == step)
@@ -205,7 +217,8 @@ def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[flo
   best = min(results, key=lambda r: (-round(r["jaccard"], 12), -r["step"],
                                      abs(r["k"] - PAPER_K), abs(r["threshold"] - PAPER_THRESHOLD)))
   return {"step": best["step"], "k": best["k"], "threshold": best["threshold"],
-          "validation_jaccard": best["jaccard"], "tta": tta, "num_images": len(eval_set),
+          "validation_jaccard": best["jaccard"], "tta": tta, "postprocess": postprocess,
+          "num_images": len(eval_set),
           "grid": {"steps": [int(s) for s in chosen_steps], "k": [float(k) for k in k_grid],
                    "threshold": [float(t) for t in threshold_grid]},
           "results": results,
@@ -223,8 +236,13 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
              search_steps: str | Sequence[int] = "all", step: int | None = None,
              k: float | None = None, threshold: float | None = None, use_selection: bool = True,
              batch_size: int = 16, num_worst: int = 6, num_examples: int = 8,
-             log=print) -> dict[str, Any]:
-  """Scores runs (one, or several as an ensemble) on a split; writes and returns the summary."""
+             log=print, postprocess: bool = False) -> dict[str, Any]:
+  """Scores runs (one, or several as an ensemble) on a split; writes and returns the summary.
+
+  With `postprocess`, every thresholded mask is reduced to its largest connected component with
+  its holes filled (segan_jax.postprocess) at the original resolution before it is scored or
+  drawn, and --search selects on the post-processed masks.
+  """
   workdirs = list(workdirs)
   if not workdirs:
     raise EvaluationError("Give at least one --workdir.")
@@ -247,7 +265,7 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
       log(f"Searching checkpoint x k x threshold for {workdir} on {len(eval_set)} validation "
           f"images ({len(k_grid)} k x {len(threshold_grid)} thresholds)...")
       selection = search_run(workdir, eval_set, k_grid, threshold_grid, search_steps, tta,
-                             batch_size, log)
+                             batch_size, log, postprocess)
       selection["data"] = {"source": config.data.source, "dir": config.data.dir,
                            "split": split}
       path = inference.write_selection(workdir, selection)
@@ -267,7 +285,7 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
 
   scored = {}
   for name, variant in variants.items():
-    acc = score(variant["probs"], eval_set, variant["threshold"])
+    acc = score(variant["probs"], eval_set, variant["threshold"], postprocess)
     scored[name] = acc
     variant["summary"] = acc.summary()
 
@@ -284,6 +302,7 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
           "selection.json" in m.sources.values() for m in models),
       "models": [m.describe() for m in models],
       "tta": tta,
+      "postprocess": postprocess,
       "primary": primary,
       "variants": {name: {"summary": v["summary"], "threshold": v["threshold"],
                           "tta": v["tta"], "members": v["members"]}
@@ -298,11 +317,11 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
                [{"variant": name, **row} for name, acc in scored.items() for row in acc.rows()])
   worst = write_worst_cases(os.path.join(output, "worst_cases.png"), eval_set,
                             variants[primary]["probs"], scored[primary].rows(),
-                            variants[primary]["threshold"], num_worst)
+                            variants[primary]["threshold"], num_worst, postprocess)
   result["worst"] = worst
   examples = write_examples(os.path.join(output, "examples.png"), eval_set,
                             variants[primary]["probs"], scored[primary].rows(),
-                            variants[primary]["threshold"], num_examples)
+                            variants[primary]["threshold"], num_examples, postprocess)
   result["examples"] = examples
   result["output"] = os.path.abspath(output)
   log(format_table(result))
@@ -334,12 +353,13 @@ def _gains(variants: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 def write_worst_cases(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
-                      rows: list[dict], threshold: float, num: int) -> list[dict]:
+                      rows: list[dict], threshold: float, num: int,
+                      postprocess: bool = False) -> list[dict]:
   """Overlay panel of the `num` images of lowest Jaccard (ties by id); returns their rows."""
   if num <= 0 or not rows:
     return []
   worst = sorted(rows, key=lambda r: (r["jaccard"], r["id"]))[:num]
-  return _write_overlay_panel(path, eval_set, probs, worst, threshold)
+  return _write_overlay_panel(path, eval_set, probs, worst, threshold, postprocess=postprocess)
 
 
 def spread_by_rank(rows: list[dict], num: int) -> list[dict]:
@@ -352,14 +372,16 @@ def spread_by_rank(rows: list[dict], num: int) -> list[dict]:
 
 
 def write_examples(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
-                   rows: list[dict], threshold: float, num: int) -> list[dict]:
+                   rows: list[dict], threshold: float, num: int,
+                   postprocess: bool = False) -> list[dict]:
   """Overlay panel of `num` images spread from the best to the worst Jaccard; returns their rows."""
   return _write_overlay_panel(path, eval_set, probs, spread_by_rank(rows, num), threshold,
-                              columns=2)
+                              columns=2, postprocess=postprocess)
 
 
 def _write_overlay_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
-                         chosen: list[dict], threshold: float, columns: int = 1) -> list[dict]:
+                         chosen: list[dict], threshold: float, columns: int = 1,
+                         postprocess: bool = False) -> list[dict]:
   if not chosen:
     return []
   index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
@@ -371,7 +393,13 @@ def _write_overlay_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.nda
     dh, dw = height, max(1, int(round(w * height / h)))
     images.append(data_arrays.resize_image(eval_set.images[i], dh, dw))
     truths.append(data_arrays.resize_mask(eval_set.masks[i], dh, dw) > 127)
-    maps.append(metrics.resize_probability(probs[i, ..., 0], (dh, dw)))
+    if postprocess:  # the scored mask (post-processed at the original size), drawn as 0/1
+      full = metrics.resize_probability(probs[i, ..., 0], (h, w))
+      scored_mask = post.postprocess_mask(metrics.binarize_prediction(full, threshold))
+      scored_map = metrics.resize_probability(scored_mask.astype(np.float32), (dh, dw))
+      maps.append(np.where(scored_map >= 0.5, 1.0, 0.0).astype(np.float32))
+    else:
+      maps.append(metrics.resize_probability(probs[i, ..., 0], (dh, dw)))
     captions.append(f"{row['id']}  Jaccard {row['jaccard']:.3f}  Dice {row['dice']:.3f}")
   overlays.save_png(path, overlays.worst_case_panel(images, truths, maps, threshold, captions,
                                                     height, columns))
@@ -446,6 +474,8 @@ def _define_flags():
   flags.DEFINE_float("k", None, "Override k.")
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
+  flags.DEFINE_bool("postprocess", False, "Score each mask's largest connected component with its "
+                    "holes filled (at the original size; --search selects on them too).")
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_integer("num_worst", 6, "Worst images drawn in worst_cases.png.")
   flags.DEFINE_integer("num_examples", 8, "Images drawn in examples.png, spread evenly over the "
@@ -485,7 +515,8 @@ def main(argv):
            search=FLAGS.search, k_grid=k_grid, threshold_grid=threshold_grid,
            search_steps=steps, step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,
            use_selection=FLAGS.use_selection, batch_size=FLAGS.batch_size,
-           num_worst=FLAGS.num_worst, num_examples=FLAGS.num_examples)
+           num_worst=FLAGS.num_worst, num_examples=FLAGS.num_examples,
+           postprocess=FLAGS.postprocess)
 
 
 def run() -> None:

@@ -222,7 +222,7 @@ def load_model(workdir: str, step: int | None = None, k: float | None = None,
   if not k_value > 0:
     raise RunError(f"k must be positive, got {k_value}.")
   segmentor, _ = train.build_models(config)
-  if use_ema and state.ema is not None:
+  if use_ema and getattr(state, "ema", None) is not None:
     variables, weights = state.ema, "ema"
   else:
     variables, weights = {"params": state.params, "batch_stats": state.batch_stats}, "raw"

@@ -1,13 +1,15 @@
 """Segments image files with a trained run (or an ensemble) and writes ISIC-style mask PNGs.
 
   python -m segan_jax.predict --workdir=RUN --input=DIR_OR_FILE [--input=...] --output=DIR
-      [--tta] [--save_probabilities] [--save_overlays] [--overwrite]
+      [--tta] [--save_probabilities] [--save_overlays] [--overwrite] [--postprocess]
 
 For each readable image `<id>.<ext>` (JPEG, PNG and other formats PIL reads; any size; RGB,
 grayscale, palette, RGBA (alpha dropped), 16-bit) it writes, at the image's ORIGINAL size:
   <id>_segmentation.png   the mask, 0/255 (uint8, one channel): the network-size probability map
                           resized bilinearly to the original size, then `prob > threshold`, exactly
-                          as segan_jax.evaluate scores it;
+                          as segan_jax.evaluate scores it (--postprocess: then reduced to its
+                          largest connected component with its holes filled, as
+                          `evaluate --postprocess` scores it);
   <id>_probability.png    (--save_probabilities) the probability map as 8-bit gray (p * 255);
   <id>_overlay.jpg        (--save_overlays) the photo with the lesion contour in magenta.
 Images are read in a thread pool and segmented in padded batches (one compile). An unreadable file
@@ -40,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from segan_jax import cli, compilation_cache, host_memory, inference, metrics, overlays
+from segan_jax import postprocess as post
 from segan_jax.data import arrays as data_arrays
 from segan_jax.errors import UserError
 
@@ -252,11 +255,13 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
 
 def _save_outputs(output: str, image_id_: str, image: np.ndarray, prob: np.ndarray,
                   threshold: float, save_probabilities: bool, save_overlays: bool,
-                  label_map: int) -> list[str]:
+                  label_map: int, postprocess: bool = False) -> list[str]:
   h, w = image.shape[:2]
   suffix = "" if label_map == 0 else f"_class{label_map}"
   full = metrics.resize_probability(prob, (h, w))
   mask = metrics.binarize_prediction(full, threshold)
+  if postprocess:
+    mask = post.postprocess_mask(mask)
   written = []
   path = os.path.join(output, f"{image_id_}_segmentation{suffix}.png")
   overlays.save_png(path, (mask * 255).astype(np.uint8))
@@ -275,19 +280,23 @@ def _save_outputs(output: str, image_id_: str, image: np.ndarray, prob: np.ndarr
 
 
 def _save_all(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray, threshold: float,
-              save_probabilities: bool, save_overlays: bool) -> list[str]:
+              save_probabilities: bool, save_overlays: bool,
+              postprocess: bool = False) -> list[str]:
   """Writes the outputs of every label map of one image (probs: S x S x N)."""
   return [p for c in range(probs.shape[-1])
           for p in _save_outputs(output, image_id_, image, probs[..., c], threshold,
-                                 save_probabilities, save_overlays, c)]
+                                 save_probabilities, save_overlays, c, postprocess)]
 
 
 def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str], output: str,
                   batch_size: int = 8, tta: str = "none", save_probabilities: bool = False,
                   save_overlays: bool = False, recursive: bool = False, progress: bool = True,
-                  workers: int = 4, log=print, overwrite: bool = False) -> dict[str, Any]:
+                  workers: int = 4, log=print, overwrite: bool = False,
+                  postprocess: bool = False) -> dict[str, Any]:
   """Segments every image of `inputs` into `output`; returns the report (predict_summary.json).
 
+  With `postprocess`, each mask is its largest connected component with its holes filled
+  (segan_jax.postprocess), at the original size, as `evaluate --postprocess` scores it.
   Raises OutputError before any work if the outputs would replace files (see check_output).
   """
   t0 = time.time()
@@ -337,7 +346,8 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
             log(f"skipping {path}: the model's output holds NaN")
             continue
           pending_writes.append((path, pool.submit(_save_all, output, iid, image, prob, threshold,
-                                                   save_probabilities, save_overlays)))
+                                                   save_probabilities, save_overlays,
+                                                   postprocess)))
       done, pending_writes = _collect(pending_writes, failures, written_files, wait_all=False)
       num_written += done
       if len(pending_writes) > 2 * batch_size:  # bound the full-size images held in memory
@@ -352,6 +362,7 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
 
   report = {
       "models": [m.describe() for m in models], "tta": tta, "threshold": threshold,
+      "postprocess": postprocess,
       "inputs": list(inputs), "output": os.path.abspath(output),
       "num_files": len(files), "num_segmented": num_written,
       "failures": [dataclasses.asdict(f) for f in failures],
@@ -400,6 +411,8 @@ def _define_flags():
   flags.DEFINE_bool("tta", False, "Average the maps of the 4 flipped views.")
   flags.DEFINE_bool("save_probabilities", False, "Also write <id>_probability.png (8-bit).")
   flags.DEFINE_bool("save_overlays", False, "Also write <id>_overlay.jpg (contour on the photo).")
+  flags.DEFINE_bool("postprocess", False, "Keep each mask's largest connected component and fill "
+                    "its holes (at the original size).")
   flags.DEFINE_bool("recursive", False, "Search input folders recursively.")
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_integer("step", None, "Checkpoint step (single run; default: selection or latest).")
@@ -435,7 +448,7 @@ def main(argv):
   report = predict_files(models, FLAGS.input, FLAGS.output, FLAGS.batch_size,
                          "flips" if FLAGS.tta else "none", FLAGS.save_probabilities,
                          FLAGS.save_overlays, FLAGS.recursive, FLAGS.progress, log=log,
-                         overwrite=FLAGS.overwrite)
+                         overwrite=FLAGS.overwrite, postprocess=FLAGS.postprocess)
   print(f"Segmented {report['num_segmented']} of {report['num_files']} images into "
         f"{report['output']} in {report['wall_time_s']:.1f}s.")
   if report["failures"]:

@@ -1,5 +1,6 @@
-"""One optax train state per player, with BatchNorm statistics."""
+"""One optax train state per player, with BatchNorm statistics (and S's moving average)."""
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -10,20 +11,23 @@ from flax.training import train_state
 
 
 class TrainState(train_state.TrainState):
-  """A player's parameters, optimizer state and BatchNorm running statistics.
-
-  `ema` is None, or {"params", "batch_stats"}: the exponential moving average of both, for
-  inference (train.ema_decay). None adds nothing to the pytree, so states and checkpoints
-  without it keep their structure.
-  """
+  """A player's parameters, optimizer state and BatchNorm running statistics."""
   batch_stats: Any = None
-  ema: Any = None
 
   def inference_variables(self) -> dict[str, Any]:
-    """The variables to predict with: the moving average where there is one, else the raw ones."""
-    if self.ema is not None:
-      return self.ema
+    """The variables to predict with: the moving average where the state has one (EMATrainState),
+    else the raw ones."""
+    ema = getattr(self, "ema", None)
+    if ema is not None:
+      return ema
     return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+class EMATrainState(TrainState):
+  """A TrainState that also holds `ema`, {"params", "batch_stats"}: the moving average of both for
+  inference (train.ema_decay > 0). A separate class, so that states and checkpoints without a
+  moving average keep exactly the structure they had before it existed."""
+  ema: Any = None
 
 
 def create_train_state(module: nn.Module, rng: jax.Array, input_shape: tuple[int, ...],
@@ -38,16 +42,19 @@ def create_train_state(module: nn.Module, rng: jax.Array, input_shape: tuple[int
   return state.replace(step=jnp.asarray(0, jnp.int32))
 
 
-def with_ema(state: TrainState) -> TrainState:
-  """The state with a moving average started at (copies of) its parameters and statistics.
+def with_ema(state: TrainState) -> EMATrainState:
+  """The state as an EMATrainState whose moving average starts at (copies of) its parameters and
+  statistics.
 
   Copies, not the same arrays: the jitted steps donate the state, and a buffer donated twice fails.
   """
   current = {"params": state.params, "batch_stats": state.batch_stats}
-  return state.replace(ema=jax.tree.map(lambda x: jnp.array(x, copy=True), current))
+  fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+  fields["ema"] = jax.tree.map(lambda x: jnp.array(x, copy=True), current)
+  return EMATrainState(**fields)
 
 
-def update_ema(state: TrainState, decay: float) -> TrainState:
+def update_ema(state: EMATrainState, decay: float) -> EMATrainState:
   """Moves state.ema towards the state's (already updated) variables; state.step counts updates.
 
   The average is debiased (as Adam's moments): after t updates it is

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segan_jax.losses import binary_cross_entropy_with_logits, multiscale_l1, soft_dice_loss
+from segan_jax.losses import (authors_dice_loss, binary_cross_entropy_with_logits, dice_loss,
+                              multiscale_l1, soft_dice_loss)
 
 
 def _features(rng, scale=1.0):
@@ -72,3 +73,44 @@ def test_bce_matches_numpy():
     p = 1 / (1 + np.exp(-z.astype(np.float64) / k))
     expected = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
     np.testing.assert_allclose(binary_cross_entropy_with_logits(z, t, k), expected, rtol=1e-5)
+
+
+def _authors_dice_loss_numpy(input, target):
+  """The authors' train.py `dice_loss`, line by line, in numpy (NCHW, torch.sum -> np.sum)."""
+  num = input * target
+  num = np.sum(num, axis=2)
+  num = np.sum(num, axis=2)
+  den1 = input * input
+  den1 = np.sum(den1, axis=2)
+  den1 = np.sum(den1, axis=2)
+  den2 = target * target
+  den2 = np.sum(den2, axis=2)
+  den2 = np.sum(den2, axis=2)
+  dice = 2 * (num / (den1 + den2))
+  dice_total = 1 - 1 * np.sum(dice) / dice.shape[0]  # divide by batchsize
+  return dice_total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_authors_dice_is_their_formula(seed):
+  """dice_form='authors' equals a transcription of their dice_loss on random maps (one label map,
+  as their code has), and differs from segan_jax's soft Dice."""
+  rng = np.random.default_rng(seed)
+  batch, side = 2 + seed, 5 + 3 * seed
+  p = rng.uniform(size=(batch, side, side, 1)).astype(np.float32)
+  t = (rng.uniform(size=(batch, side, side, 1)) > 0.6).astype(np.float32)
+  expected = _authors_dice_loss_numpy(np.moveaxis(p, -1, 1).astype(np.float64),
+                                      np.moveaxis(t, -1, 1).astype(np.float64))
+  np.testing.assert_allclose(authors_dice_loss(p, t), expected, rtol=1e-5)
+  np.testing.assert_allclose(dice_loss(p, t, "authors"), expected, rtol=1e-5)
+  assert abs(float(dice_loss(p, t, "soft")) - expected) > 1e-3
+  assert float(dice_loss(p, t, "soft")) == float(soft_dice_loss(p, t))
+
+
+def test_dice_forms_agree_on_binary_maps_and_unknown_forms_fail():
+  """On 0/1 maps p^2 = p, so the two forms differ only by the soft form's smoothing."""
+  t = np.zeros((1, 4, 4, 1), np.float32)
+  t[0, 1:3, 1:3] = 1.0
+  assert float(authors_dice_loss(t, t)) == 0.0
+  with pytest.raises(ValueError, match="Dice form"):
+    dice_loss(t, t, "squared")

@@ -162,3 +162,41 @@ def test_inference_pieces_policy(monkeypatch):
   expected = 1 if jax.default_backend() != "cpu" or jax.device_count() > 1 else 4
   assert inference_chunks(25) == expected
   assert inference_chunks(1) == 1
+
+
+def _abstract_variables(module):
+  x = jnp.zeros((1, 128, 128, 3))
+  return jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
+
+
+def _paths(tree):
+  return {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_residual_batchnorm_off_leaves_only_the_residual_blocks_without_batchnorm():
+  """model.residual_batchnorm=False (the authors' forward pass): the residual blocks lose their
+  BatchNorm (scale, bias and statistics), every other layer keeps its own; kernels are the same."""
+  with_bn = _abstract_variables(Segmentor(width=2))
+  without = _abstract_variables(Segmentor(width=2, residual_batchnorm=False))
+  residual_bn = {p for p in _paths(with_bn) if "_res']" in p and "['bn']" in p}
+  assert len(residual_bn) == 11 * 3 * 4  # e1-e5, d3-d8 x 3 convs x (scale, bias, mean, var)
+  assert _paths(without) == _paths(with_bn) - residual_bn
+  assert count_kernel_weights(without["params"]) == count_kernel_weights(with_bn["params"])
+  x = jax.random.normal(jax.random.key(1), (2, 128, 128, 3))
+  model = Segmentor(width=2, residual_batchnorm=False)
+  variables = jax.jit(lambda: model.init(jax.random.key(0), x, train=False))()
+  out, _ = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
+  assert out.shape == (2, 128, 128, 1) and np.all(np.isfinite(np.asarray(out)))
+
+
+@pytest.mark.parametrize("global_conv", [False, True])
+def test_spectral_norm_critic_has_the_same_parameters_and_its_vectors_in_batch_stats(global_conv):
+  plain = _abstract_variables(Critic(width=2, global_conv=global_conv))
+  normed = _abstract_variables(Critic(width=2, global_conv=global_conv, spectral_norm=True))
+  assert jax.tree.map(lambda a: a.shape, normed["params"]) == jax.tree.map(
+      lambda a: a.shape, plain["params"])
+  extra = set(normed["batch_stats"]) - set(plain["batch_stats"])
+  assert extra == {f"c{i}_sn" for i in range(1, 7)}
+  kernels = sum(1 for p in _paths(plain["params"]) if p.endswith("['kernel']"))
+  vectors = [p for p in _paths({k: normed["batch_stats"][k] for k in extra}) if p.endswith("/u']")]
+  assert len(vectors) == kernels  # one power-iteration vector per kernel

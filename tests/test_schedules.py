@@ -36,3 +36,24 @@ def test_learning_rate_schedules():
   np.testing.assert_allclose(float(step(500)), 5e-5, rtol=1e-6)
   with pytest.raises(ValueError, match="optim.schedule"):
     learning_rate_schedule("cosine", 1e-3, 10, 1)
+
+
+def test_step_authors_halves_after_epoch_0_then_every_25_epochs():
+  """The authors' train.py: `if epoch % 25 == 0: lr *= 0.5` at the end of each epoch, floored."""
+  per_epoch = 10
+  lr = learning_rate_schedule("step_authors", 2e-4, num_steps=10_000, steps_per_epoch=per_epoch,
+                              decay_epochs=25, decay_factor=0.5)
+
+  def theirs(epoch):  # the rate their loop uses during `epoch`
+    rate = 2e-4
+    for e in range(epoch):
+      if e % 25 == 0:
+        rate = max(rate * 0.5, 1e-8)
+    return rate
+
+  for epoch in (0, 1, 2, 25, 26, 50, 51, 76, 400):
+    for step in (epoch * per_epoch, epoch * per_epoch + per_epoch - 1):
+      np.testing.assert_allclose(float(lr(step)), theirs(epoch), rtol=1e-6, err_msg=str(epoch))
+  assert theirs(400) == 1e-8  # the floor is reached
+  with pytest.raises(ValueError, match="steps_per_epoch"):
+    learning_rate_schedule("step_authors", 2e-4, 10, 0)

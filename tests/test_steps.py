@@ -11,8 +11,9 @@ import pytest
 
 from segan_jax import steps
 from segan_jax.activations import adaptive_logistic
-from segan_jax.losses import binary_cross_entropy_with_logits, soft_dice_loss
+from segan_jax.losses import authors_dice_loss, binary_cross_entropy_with_logits, soft_dice_loss
 from segan_jax.train import build_step_config, create_states
+from segan_jax.train_state import EMATrainState, TrainState
 
 
 def _batch(seed=0, b=2):
@@ -244,3 +245,156 @@ def test_train_step_equals_critic_step_then_segmentor_step(setup, extra):
   # through the critic's update; a wrong order or a missing term changes gradients by their size.
   close = functools.partial(np.testing.assert_allclose, rtol=1e-3, atol=3e-4)
   jax.tree.map(close, _copy(actual), _copy(expected))
+
+
+def test_default_states_have_no_moving_average_and_no_spectral_vectors(setup):
+  """With the options off (the defaults) the states hold what they held before the options
+  existed: no `ema`, the critic's batch_stats only its BatchNorm statistics."""
+  config, cfg, seg, critic = setup
+  assert (cfg.dice_form, cfg.critic_constraint, cfg.ema_decay) == ("soft", "clip", 0.0)
+  assert type(seg) is TrainState and type(critic) is TrainState  # no `ema` field
+  assert set(critic.batch_stats) == {f"c{i}_bn" for i in range(2, 7)}
+  assert "bn" in seg.batch_stats["e1_res"]["conv0"]
+
+
+def test_authors_dice_form_is_the_reported_and_trained_term(setup):
+  config, _, _, _ = setup
+  config.loss.dice_weight = 1.0
+  config.loss.dice_form = "authors"
+  cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, cfg)
+  batch = _batch()
+  k = cfg.k_schedule(seg.step)
+  logits, _ = jax.jit(lambda s: steps.segment(cfg, s, batch["image"], train=True))(seg)
+  probs = adaptive_logistic(logits, k)
+  _, metrics = jax.jit(functools.partial(steps.segmentor_step, cfg=cfg))(seg, critic, batch)
+  expected = float(authors_dice_loss(probs, batch["mask"]))
+  assert float(metrics["dice_loss"]) == pytest.approx(expected, rel=1e-5)
+  assert abs(expected - float(soft_dice_loss(probs, batch["mask"]))) > 1e-3
+
+
+def _sigma_in_use(kernel, u, iterations):
+  """The singular-value estimate flax.linen.SpectralNorm divides `kernel` by: power iterations
+  from the stored vector u, the kernel as a (kh * kw * c_in, c_out) matrix."""
+  w = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+  u = np.asarray(u, np.float64)
+  for _ in range(iterations):
+    v = u @ w.T
+    v /= np.linalg.norm(v)
+    u = v @ w
+    u /= np.linalg.norm(u)
+  return float((v @ w @ u.T)[0, 0])
+
+
+def _largest_singular_values(critic, normalized, iterations=0):
+  out = {}
+  for i in range(1, 7):
+    kernel = np.asarray(critic.params[f"c{i}_conv"]["kernel"], np.float64)
+    w = kernel.reshape(-1, kernel.shape[-1])
+    if normalized:
+      u = critic.batch_stats[f"c{i}_sn"][f"c{i}_conv/kernel/u"]
+      w = w / _sigma_in_use(kernel, u, iterations)
+    out[f"c{i}"] = float(np.linalg.svd(w, compute_uv=False)[0])
+  return out
+
+
+def _scaled_kernels_change_features(cfg, critic, images, factor=4.0):
+  """Whether multiplying every critic kernel by `factor` changes C's eval-mode features."""
+  scaled = jax.tree_util.tree_map_with_path(
+      lambda path, p: p * factor if path[-1].key == "kernel" else p, critic.params)
+  apply = jax.jit(lambda params: cfg.critic.apply(
+      {"params": params, "batch_stats": critic.batch_stats}, images, train=False))
+  return not all(np.allclose(a, b, rtol=1e-4, atol=1e-5)
+                 for a, b in zip(_copy(apply(critic.params)), _copy(apply(scaled))))
+
+
+def test_spectral_norm_critic_layers_have_largest_singular_value_one(setup):
+  """train.critic_constraint='spectral_norm': after a few steps every kernel, as the critic uses
+  it, has largest singular value ~1 (power iteration from the stored vectors trails the changing
+  kernels by a few percent), and C is blind to the kernels' scale; the kernels are not clipped,
+  the other parameters are. With 'clip' every parameter is clipped and the scale matters."""
+  config, _, _, _ = setup
+  config.train.critic_constraint = "spectral_norm"
+  cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, cfg)
+  jitted = steps.make_jitted_steps(cfg)
+  for i in range(6):
+    seg, critic, metrics = jitted.train_step(seg, critic, _batch(i))
+  assert np.isfinite(float(metrics["critic_loss"]))
+  singular = _largest_singular_values(critic, True, cfg.critic.spectral_norm_iterations)
+  assert all(abs(s - 1.0) < 0.06 for s in singular.values()), singular
+  images = _batch(7)["image"]
+  assert not _scaled_kernels_change_features(cfg, critic, images)
+  kernels = {k: np.abs(np.asarray(v["kernel"])).max() for k, v in critic.params.items()
+             if "kernel" in v}
+  assert max(kernels.values()) > 2 * cfg.critic_clip  # kernels are not clipped
+  others = [np.abs(np.asarray(leaf)).max() for path, leaf in
+            jax.tree_util.tree_leaves_with_path(critic.params) if path[-1].key != "kernel"]
+  assert others and max(others) <= cfg.critic_clip + 1e-7  # BatchNorm scales, biases are
+
+  config.train.critic_constraint = "clip"
+  clip_cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, clip_cfg)
+  seg, critic, _ = steps.make_jitted_steps(clip_cfg).train_step(seg, critic, _batch(0))
+  assert set(critic.batch_stats) == {f"c{i}_bn" for i in range(2, 7)}
+  assert all(np.abs(np.asarray(leaf)).max() <= clip_cfg.critic_clip + 1e-7
+             for leaf in jax.tree.leaves(critic.params))
+  assert _scaled_kernels_change_features(clip_cfg, critic, images)
+
+
+def test_spectral_norm_passes_of_one_critic_step_share_one_normalisation(setup):
+  """The fake pass leaves the power iteration alone, so the real pass normalises by the same
+  estimate; the step then stores the advanced vectors."""
+  config, _, _, _ = setup
+  config.train.critic_constraint = "spectral_norm"
+  cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, cfg)
+  batch = _batch()
+  _, held = steps.critic_features(cfg, critic, batch["image"], batch["mask"],
+                                  update_spectral_norm=False)
+  _, advanced = steps.critic_features(cfg, critic, batch["image"], batch["mask"])
+  u = lambda stats: np.asarray(stats["c3_sn"]["c3_conv/kernel/u"])
+  np.testing.assert_array_equal(u(held), u(critic.batch_stats))
+  assert not np.allclose(u(advanced), u(critic.batch_stats))
+  new_critic, _ = jax.jit(functools.partial(steps.critic_step, cfg=cfg))(critic, seg, batch)
+  np.testing.assert_allclose(u(new_critic.batch_stats), u(advanced), rtol=1e-5, atol=1e-6)
+
+
+def test_ema_is_the_debiased_average_of_the_weights_and_changes_nothing_else(setup):
+  """train.ema_decay: after t updates S's moving average is sum_i (1 - d) d^(t - i) v_i /
+  (1 - d^t) of its variables v_i after each update; training itself (S and C) is unchanged and
+  the predictions use the average."""
+  config, _, _, _ = setup
+  decay = 0.6
+  config.train.ema_decay = decay
+  cfg = build_step_config(config, steps_per_epoch=10)
+  seg, critic = create_states(config, cfg)
+  assert isinstance(seg, EMATrainState) and type(critic) is TrainState
+  plain_cfg = dataclasses.replace(cfg, ema_decay=0.0)
+  plain_seg = TrainState(**{f.name: getattr(seg, f.name) for f in dataclasses.fields(TrainState)})
+  plain_critic = critic
+  plain_seg, plain_critic = jax.tree.map(jnp.array, (plain_seg, plain_critic))  # own buffers
+  jitted, plain_jitted = steps.make_jitted_steps(cfg), steps.make_jitted_steps(plain_cfg)
+  history = []
+  for i in range(3):
+    seg, critic, _ = jitted.train_step(seg, critic, _batch(i))
+    plain_seg, plain_critic, _ = plain_jitted.train_step(plain_seg, plain_critic, _batch(i))
+    history.append(_copy({"params": seg.params, "batch_stats": seg.batch_stats}))
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7)
+  jax.tree.map(close, _copy((seg.params, seg.batch_stats, critic.params, critic.batch_stats)),
+               _copy((plain_seg.params, plain_seg.batch_stats, plain_critic.params,
+                      plain_critic.batch_stats)))
+  t = len(history)
+  weights = [(1 - decay) * decay ** (t - 1 - i) / (1 - decay ** t) for i in range(t)]
+  expected = jax.tree.map(lambda *v: sum(w * x for w, x in zip(weights, v)), *history)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+               _copy(seg.ema), expected)
+  assert not np.allclose(_copy(seg.ema)["params"]["out_conv"]["kernel"],
+                         history[-1]["params"]["out_conv"]["kernel"])
+  images = _batch(5)["image"]
+  probs = np.asarray(jitted.predict_probs(seg, images))
+  k = cfg.k_schedule(seg.step)
+  from_ema = adaptive_logistic(cfg.segmentor.apply(seg.ema, images, train=False), k)
+  from_raw = adaptive_logistic(cfg.segmentor.apply(history[-1], images, train=False), k)
+  np.testing.assert_allclose(probs, np.asarray(from_ema), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(probs, np.asarray(from_raw), atol=1e-4)

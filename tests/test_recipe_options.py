@@ -1,0 +1,98 @@
+"""Recipe options end to end: the authors' recipe config, S's moving average and the spectrally
+normalised critic through training, checkpoints and inference, and their config checks."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from segan_jax import checkpoints, inference, train
+from segan_jax.config_validation import ConfigError, validate_config
+from segan_jax.configs import isic2017, isic2017_authors
+from segan_jax.train_state import EMATrainState, TrainState
+
+
+def _tiny(config):
+  """`config` at the tiny config's width and data size, trained for 2 steps."""
+  config.model.width = 2
+  config.data.source = "synthetic"
+  config.data.train_size, config.data.val_size = 8, 2
+  config.train.batch_size = 4
+  config.train.num_steps, config.train.num_epochs = 2, 0
+  config.train.log_every = config.train.eval_every = config.train.checkpoint_every = 2
+  config.eval.batch_size, config.eval.num_panels = 2, 0
+  return config
+
+
+def test_authors_recipe_config_validates_and_trains_two_steps(tmp_path):
+  config = isic2017_authors.get_config()
+  config.data.dir = str(tmp_path)  # the data folder is the user's to name
+  validate_config(config)
+  paper = isic2017.get_config()
+  # What the authors' code does (docs/architecture.md, "Paper vs the authors' code").
+  assert (config.train.batch_size, config.optim.learning_rate, config.optim.b1) == (36, 2e-4, 0.5)
+  assert (config.optim.schedule, config.optim.decay_epochs, config.optim.decay_factor) == (
+      "step_authors", 25, 0.5)
+  assert (config.loss.dice_weight, config.loss.dice_form) == (1.0, "authors")
+  assert config.loss.feature_reduction == "concatenated"
+  assert tuple(config.loss.layer_weights) == (1, 1, 2, 2, 2, 2, 4)
+  assert not config.model.residual_batchnorm and config.schedule.k_decay == 1.0
+  assert config.data.brightness == config.data.contrast == config.data.saturation == 0.0
+  assert config.data.hue == 0.0 and config.data.whole_image_prob == 0.5
+  assert config.train.num_epochs == paper.train.num_epochs  # only the recipe differs
+  result = train.train_and_evaluate(_tiny(config), str(tmp_path / "run"))
+  assert result["step"] == 2 and np.isfinite(result["val"]["jaccard"])
+
+
+def test_moving_average_and_spectral_norm_are_checkpointed_and_used_for_inference(
+    tmp_path, trained_run):
+  config = _tiny(isic2017_authors.get_config())
+  config.train.ema_decay = 0.9
+  config.train.critic_constraint = "spectral_norm"
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+
+  cfg = train.build_step_config(config, steps_per_epoch=2)
+  seg0, critic0 = train.create_states(config, cfg)
+  seg, critic, _, step = checkpoints.restore(checkpoints.make_manager(workdir), seg0, critic0)
+  assert step == 2 and isinstance(seg, EMATrainState)
+  # The critic's power-iteration vectors were saved as trained, not re-initialised.
+  u = lambda c: np.asarray(c.batch_stats["c4_sn"]["c4_conv/kernel/u"])
+  assert u(critic).shape == u(critic0).shape and not np.allclose(u(critic), u(critic0))
+
+  averaged = inference.load_model(workdir)
+  raw = inference.load_model(workdir, use_ema=False)
+  assert (averaged.weights, raw.weights) == ("ema", "raw")
+  assert averaged.describe()["weights"] == "ema"
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, averaged.variables),
+               jax.tree.map(np.asarray, seg.ema))
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, raw.variables["params"]),
+               jax.tree.map(np.asarray, seg.params))
+  images = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+  p_avg = inference.Predictor([averaged], 2).probabilities(images)
+  p_raw = inference.Predictor([raw], 2).probabilities(images)
+  assert not np.allclose(p_avg, p_raw, atol=1e-5)
+
+  # A run without the average (trained before it existed, or with ema_decay 0) keeps its
+  # structure: a plain TrainState, no `ema` in the checkpoint; it loads with its raw weights.
+  old = inference.load_model(trained_run)
+  assert old.weights == "raw" and inference.load_model(trained_run, use_ema=True).weights == "raw"
+  with open(os.path.join(trained_run, "checkpoints", str(old.step), "segmentor",
+                         "_METADATA")) as f:
+    assert not any("ema" in key for key in json.load(f)["tree_metadata"])
+  plain_config = inference.load_config(trained_run)
+  plain_seg, _ = train.create_states(plain_config, train.build_step_config(plain_config, 1))
+  assert type(plain_seg) is TrainState
+
+
+@pytest.mark.parametrize("field, value", [
+    ("loss.dice_form", "squared"), ("train.critic_constraint", "gradient_penalty"),
+    ("train.ema_decay", 1.0), ("train.ema_decay", -0.1), ("optim.schedule", "step_author")])
+def test_invalid_option_values_name_the_field(field, value):
+  config = _tiny(isic2017_authors.get_config())
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    validate_config(config)

@@ -8,6 +8,7 @@ measured on their own, so that any other difference between the two fails a test
 """
 
 import contextlib
+import re
 from pathlib import Path
 
 import flax.linen as nn
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from segan_jax import layers, models
-from segan_jax.layers import GlobalConvBlock, ResidualBlock, leaky_relu
+from segan_jax.layers import GlobalConvBlock, leaky_relu
 from segan_jax.losses import multiscale_l1
 from segan_jax.models import Critic, Segmentor, mask_images
 from segan_jax.train_state import clip_params
@@ -31,7 +32,8 @@ DEVIATIONS = {
     "global_conv_biases": "the authors' global-convolution convs have biases (initialised to "
                           "zero), segan_jax's none: the fixture's are checked to be zero",
     "residual_batch_norm": "the authors build BatchNorm in the residual blocks but never call it, "
-                           "segan_jax applies it: skipped (or set to identity) to compare",
+                           "segan_jax applies it by default: compared with "
+                           "model.residual_batchnorm=False, which leaves it out as they do",
     "upsampling": "the authors' 2017 F.upsample(bilinear) had align_corners=True, segan_jax uses "
                   "half-pixel centres (today's align_corners=False): swapped in to compare",
     "running_var": "PyTorch updates the running variance with the unbiased batch variance, Flax "
@@ -128,12 +130,16 @@ class _Torch:
     return ({"conv": {"kernel": self.kernel(conv, encoder_channels)}, "bn": params},
             {"bn": stats})
 
-  def residual(self, block):
+  def residual(self, block, batchnorm):
+    """A residual block's convs; with `batchnorm`, also the BatchNorm the authors never call."""
     params, stats = {}, {}
     for j in range(3):
-      params[f"conv{j}"], stats[f"conv{j}"] = self.conv_bn(f"{block}.conv{j + 1}.weight",
-                                                           f"{block}.norm{j + 1}")
-    return params, stats
+      if batchnorm:
+        params[f"conv{j}"], stats[f"conv{j}"] = self.conv_bn(f"{block}.conv{j + 1}.weight",
+                                                             f"{block}.norm{j + 1}")
+      else:
+        params[f"conv{j}"] = {"conv": {"kernel": self.kernel(f"{block}.conv{j + 1}.weight")}}
+    return params, stats if batchnorm else None
 
   def global_conv(self, block, encoder_channels):
     gcn = {}
@@ -146,14 +152,21 @@ class _Torch:
     return gcn
 
 
-def segmentor_variables(ref):
-  """NetS's weights as a Segmentor(width=ndf) variable tree; and the _Torch that mapped them."""
+def segmentor_variables(ref, residual_batchnorm=False):
+  """NetS's weights as a variable tree of Segmentor(width=ndf, residual_batchnorm), and the
+  _Torch that mapped them. Without residual_batchnorm (NetS's forward pass) the residual blocks'
+  BatchNorm tensors, which NetS never uses, stay unmapped."""
   t, w = _Torch(ref, "S"), int(ref["ndf"])
   params, stats = {}, {}
+
+  def residual(name, block):
+    params[name], block_stats = t.residual(block, residual_batchnorm)
+    if block_stats is not None:
+      stats[name] = block_stats
   # DEVIATIONS["e1_out_c1_biases"]: segan_jax's bias, absent in NetS.
   params["e1_conv"] = {"kernel": t.kernel("convblock1.0.weight"), "bias": np.zeros(w, np.float32)}
   for i in range(1, 6):
-    params[f"e{i}_res"], stats[f"e{i}_res"] = t.residual(f"convblock{i}_1")
+    residual(f"e{i}_res", f"convblock{i}_1")
   for i in range(2, 9):
     params[f"e{i}_conv"], stats[f"e{i}_conv"] = t.conv_bn(f"convblock{i}.0.weight",
                                                           f"convblock{i}.1")
@@ -168,12 +181,12 @@ def segmentor_variables(ref):
   params["d2_side"], stats["d2_side"] = t.conv_bn("deconvblock2_1.0.weight", "deconvblock2_1.1")
   params["d3_conv"], stats["d3_conv"] = t.conv_bn("deconvblock3.0.weight", "deconvblock3.1",
                                                   16 * w)  # [e6, d2]
-  params["d3_res"], stats["d3_res"] = t.residual("deconvblock3_1")
+  residual("d3_res", "deconvblock3_1")
   skip_channels = {4: 8 * w, 5: 8 * w, 6: 4 * w, 7: 2 * w, 8: w}  # e5, e4, e3, e2, e1
   for i, c in skip_channels.items():
     params[f"d{i}_gcn"] = t.global_conv(f"deconvblock{i}.0", c)
     params[f"d{i}_bn"], stats[f"d{i}_bn"] = t.batch_norm(f"deconvblock{i}.1")
-    params[f"d{i}_res"], stats[f"d{i}_res"] = t.residual(f"deconvblock{i}_1")
+    residual(f"d{i}_res", f"deconvblock{i}_1")
   params["out_conv"] = {"kernel": t.kernel("deconvblock9.0.weight"),
                         "bias": np.zeros(1, np.float32)}  # DEVIATIONS["e1_out_c1_biases"]
   return {"params": params, "batch_stats": stats}, t
@@ -221,18 +234,16 @@ class _TwoPassBatchNorm(_BatchNorm):
 
 
 @contextlib.contextmanager
-def _as_authors(record=None, residual_bn=False, align_corners=True, one_pass_variance=False):
-  """Runs segan_jax's modules as NetS / NetC compute: the residual blocks' BatchNorm skipped
-  (unless residual_bn), the 2017 upsampling (if align_corners) and the two-pass batch variance
-  (unless one_pass_variance); each top-level module's output stored in `record` under its name."""
+def _as_authors(record=None, align_corners=True, one_pass_variance=False):
+  """Runs segan_jax's modules as NetS / NetC compute with the 2017 upsampling (if align_corners)
+  and the two-pass batch variance (unless one_pass_variance); each top-level module's output
+  stored in `record` under its name. (DEVIATIONS["residual_batch_norm"] is the model's own
+  option: Segmentor(residual_batchnorm=False).)"""
 
   def interceptor(next_fun, args, kwargs, context):
     m = context.module
     if context.method_name != "__call__":
       return next_fun(*args, **kwargs)
-    if (not residual_bn and isinstance(m, _BatchNorm)
-        and isinstance(m.parent.parent, ResidualBlock)):
-      return args[0]  # DEVIATIONS["residual_batch_norm"]
     if align_corners and isinstance(m, GlobalConvBlock) and m.upsample:
       plain = GlobalConvBlock(m.features, m.k, dtype=m.dtype, conv_impl=m.conv_impl)
       out = plain.apply({"params": m.variables["params"]}, _align_corners_up(args[0]))
@@ -279,9 +290,18 @@ def _x(ref):
 def test_every_weight_is_mapped_and_only_the_named_deviations_are_left_out(ref):
   assert int(ref["ndf"]) == 2
   s_vars, s = segmentor_variables(ref)
-  _same_structure(s_vars, Segmentor(width=2))
-  # Every NetS tensor has its place in segan_jax, the unused residual BatchNorm layers included.
-  assert s.names() == s.used
+  _same_structure(s_vars, _authors_segmentor())
+  # Every NetS tensor NetS uses has its place in the authors' variant of segan_jax's segmentor;
+  # what is left is exactly the residual blocks' BatchNorm (built, never called), which has its
+  # place in segan_jax's default segmentor.
+  unused = s.names() - s.used
+  residual_norm = re.compile(r"(conv|deconv)block\d_1\.norm[123]\."
+                             r"(weight|bias|running_mean|running_var)")
+  assert all(residual_norm.fullmatch(k) for k in unused), sorted(unused)
+  assert len(unused) == 11 * 3 * 4  # e1-e5, d3-d8 x norm1-3 x (weight, bias, mean, var)
+  with_bn, s_bn = segmentor_variables(ref, residual_batchnorm=True)
+  _same_structure(with_bn, Segmentor(width=2))
+  assert s_bn.names() == s_bn.used
   c_vars, c = critic_variables(ref)
   _same_structure(c_vars, Critic(width=2))
   assert c.names() == c.used
@@ -293,9 +313,14 @@ def test_every_weight_is_mapped_and_only_the_named_deviations_are_left_out(ref):
 # -- The segmentor ------------------------------------------------------------------------------
 
 
+def _authors_segmentor():
+  """segan_jax's segmentor as NetS runs it: model.residual_batchnorm=False."""
+  return Segmentor(width=2, residual_batchnorm=False)
+
+
 def test_segmentor_every_block_equals_the_authors_in_eval_mode(ref):
   variables, _ = segmentor_variables(ref)
-  out, record, _ = _run(Segmentor(width=2), variables, _x(ref), False)
+  out, record, _ = _run(_authors_segmentor(), variables, _x(ref), False)
   got = _segmentor_blocks(record)
   assert set(got) == set(SEGMENTOR_ORDER) == {k.split("/")[1] for k in ref
                                               if k.startswith("S_eval_ac/")}
@@ -309,7 +334,7 @@ def test_segmentor_every_block_equals_the_authors_in_eval_mode(ref):
 def test_segmentor_equals_the_authors_half_pixel_upsampling(ref):
   """With today's F.upsample (align_corners=False), NetS computes what segan_jax computes as is."""
   variables, _ = segmentor_variables(ref)
-  out, _, _ = _run(Segmentor(width=2), variables, _x(ref), False, align_corners=False)
+  out, _, _ = _run(_authors_segmentor(), variables, _x(ref), False, align_corners=False)
   _assert_close(out[:1], _nhwc(ref["S_eval_hp/deconvblock9"]), "logits")
 
 
@@ -318,7 +343,7 @@ def test_deviation_upsampling_changes_the_decoder_from_the_first_2x2_to_4x4(ref)
   d1 and d2 agree; from d3 on (after the first upsampling that is not a copy) the blocks differ
   (width 2, these weights: 13% of the block's range at d3, 29% at the logits)."""
   variables, _ = segmentor_variables(ref)
-  _, record, _ = _run(Segmentor(width=2), variables, _x(ref), False, align_corners=False)
+  _, record, _ = _run(_authors_segmentor(), variables, _x(ref), False, align_corners=False)
   got = _segmentor_blocks(record)
   first = SEGMENTOR_ORDER.index(FIRST_UPSAMPLING_THAT_DIFFERS)
   for name in SEGMENTOR_ORDER[:first]:
@@ -327,11 +352,11 @@ def test_deviation_upsampling_changes_the_decoder_from_the_first_2x2_to_4x4(ref)
     assert _rel_err(got[name][:1], _nhwc(ref[f"S_eval_ac/{name}"])) > 0.05, name
 
 
-def test_deviation_residual_batch_norm_at_identity_equals_skipping_it(ref):
-  """DEVIATIONS["residual_batch_norm"] the other way: segan_jax's residual BatchNorm layers set
-  to identity (scale 1, bias 0, mean 0, var 1 - eps) give NetS's eval-mode output; with the
-  authors' never-used BatchNorm parameters they do not."""
-  variables, _ = segmentor_variables(ref)
+def test_deviation_residual_batch_norm_at_identity_equals_leaving_it_out(ref):
+  """DEVIATIONS["residual_batch_norm"] in segan_jax's default segmentor (residual BatchNorm
+  applied): its residual BatchNorm layers set to identity (scale 1, bias 0, mean 0, var 1 - eps)
+  give NetS's eval-mode output; with the authors' never-used BatchNorm parameters they do not."""
+  variables, _ = segmentor_variables(ref, residual_batchnorm=True)
   identity = jax.tree.map(np.copy, variables)
   for name in identity["params"]:
     if name.endswith("_res"):
@@ -342,16 +367,16 @@ def test_deviation_residual_batch_norm_at_identity_equals_skipping_it(ref):
         stats["mean"], stats["var"] = np.zeros_like(stats["mean"]), np.full_like(stats["var"],
                                                                                   1 - 1e-5)
   expected = _nhwc(ref["S_eval_ac/deconvblock9"])
-  out, _, _ = _run(Segmentor(width=2), identity, _x(ref), False, residual_bn=True)
+  out, _, _ = _run(Segmentor(width=2), identity, _x(ref), False)
   _assert_close(out[:1], expected, "logits, residual BatchNorm at identity")
-  out, _, _ = _run(Segmentor(width=2), variables, _x(ref), False, residual_bn=True)
+  out, _, _ = _run(Segmentor(width=2), variables, _x(ref), False)
   assert _rel_err(out[:1], expected) > 0.1
 
 
 def test_segmentor_equals_the_authors_in_training_mode(ref):
   """Batch statistics in every BatchNorm, and the running statistics they update."""
   variables, _ = segmentor_variables(ref)
-  out, _, stats = _run(Segmentor(width=2), variables, _x(ref), True)
+  out, _, stats = _run(_authors_segmentor(), variables, _x(ref), True)
   _assert_close(out[:1], _nhwc(ref["S_train_ac/deconvblock9"]), "training-mode logits")
   _assert_running_stats(stats, [variables["batch_stats"]], _trained_stats(ref, "S"),
                         lambda name: 2 * SIDE[name[:2]] ** 2)
@@ -363,14 +388,13 @@ def _running_stats_errors(new, passes, expected, count):
 
   DEVIATIONS["running_var"]: where PyTorch adds 0.1 * var * n / (n - 1), Flax adds 0.1 * var
   (n = count(top-level module name) values per channel); each pass's batch variance is recovered
-  from Flax's own updates and made unbiased. The residual blocks' BatchNorm is unused by the
-  authors: unchanged on both sides.
+  from Flax's own updates and made unbiased.
   """
   errors = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(new):
     keys = [p.key for p in path]
     got, want = np.asarray(leaf), _get(expected, keys)
-    if keys[-1] == "var" and not keys[0].endswith("_res"):
+    if keys[-1] == "var":
       n = count(keys[0])
       olds = [_get(p, keys) for p in passes] + [got]
       got = olds[0]
@@ -397,7 +421,7 @@ def test_deviation_one_pass_batch_variance_loses_precision_in_the_bottleneck(ref
   maps at batch 2: 2 values per channel, |mean| >> std) is off by about 1e-4 (relative); the
   logits and every statistic of a larger map still agree."""
   variables, _ = segmentor_variables(ref)
-  out, _, stats = _run(Segmentor(width=2), variables, _x(ref), True, one_pass_variance=True)
+  out, _, stats = _run(_authors_segmentor(), variables, _x(ref), True, one_pass_variance=True)
   _assert_close(out[:1], _nhwc(ref["S_train_ac/deconvblock9"]), "training-mode logits")
   count = lambda name: 2 * SIDE[name[:2]] ** 2
   errors = _running_stats_errors(stats, [variables["batch_stats"]], _trained_stats(ref, "S"),

@@ -8,6 +8,10 @@
   python experiments/ablation.py --out=runs/ablation --table
   # paired per-image differences against the paper's SegAN, with bootstrap intervals
   python experiments/ablation.py --out=runs/ablation --compare=segan_paper,bce_only,dice_only
+  # rows ending in _post score another row's runs with post-processed masks (no training of
+  # their own): train segan_paper first, then
+  python experiments/ablation.py --data_dir=/data/isic2017 --out=runs/ablation \
+      --rows=segan_paper_post --seeds=0,1
 
 Protocol (CPU-feasible; every row the same): config default.py on data.source=folder; the
 held-out ids are the seeded 10% hold-out of segan_jax.data.folder (data.seed 0), listed in
@@ -23,22 +27,91 @@ import json
 import os
 import subprocess
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
+from segan_jax.configs import isic2017, isic2017_authors
+
+
+class Row(NamedTuple):
+  """One ablation row: a title, its config overrides (on top of the protocol's), the flags its
+  runs are scored with, and the row whose runs it scores instead of training its own (None)."""
+  title: str
+  overrides: tuple[str, ...] = ()
+  evaluate_flags: tuple[str, ...] = ()
+  scores_runs_of: str | None = None
+
+
+# Fields of configs/isic2017_authors.py that are the protocol's, not the recipe's: each row runs
+# at the protocol's width, length, batch size, data and threshold.
+PROTOCOL_FIELDS = ("model.width", "train.batch_size", "train.num_steps", "train.num_epochs",
+                   "train.log_every", "train.eval_every", "train.checkpoint_every", "data.source",
+                   "data.dir", "eval.threshold")
+
+
+def authors_recipe_overrides() -> tuple[str, ...]:
+  """--config overrides that turn default.py into configs/isic2017_authors.py's recipe: every
+  field in which that config differs from the paper's (configs/isic2017.py), protocol fields
+  left out."""
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+  paper = flat(isic2017.get_config().to_dict())
+  authors = flat(isic2017_authors.get_config().to_dict())
+  changed = sorted(k for k in authors if k not in PROTOCOL_FIELDS and paper.get(k) != authors[k])
+  text = lambda v: "(" + ",".join(str(x) for x in v) + ")" if isinstance(v, (tuple, list)) else v
+  return tuple(f"--config.{k}={text(authors[k])}" for k in changed)
+
+
 ROWS = {
-    "segan_paper": ("SegAN as in the paper (multi-scale L1, adaptive logistic, clip 0.05)", []),
-    "segan_authors": ("SegAN as in the authors' code (+ Dice, weighted concatenated features)",
-                      ["--config.loss.dice_weight=1.0",
-                       "--config.loss.layer_weights=(1,1,2,2,2,2,4)",
-                       "--config.loss.feature_reduction=concatenated"]),
-    "dice_only": ("Segmentor alone, soft Dice (no critic)",
-                  ["--config.loss.adversarial_weight=0.0", "--config.loss.dice_weight=1.0"]),
-    "bce_only": ("Segmentor alone, binary cross-entropy (no critic)",
-                 ["--config.loss.adversarial_weight=0.0", "--config.loss.bce_weight=1.0"]),
-    "sigmoid": ("SegAN with a plain sigmoid (k fixed at 1)", ["--config.schedule.k_decay=1.0"]),
-    "critic_gc": ("SegAN with global convolutions in the critic",
-                  ["--config.model.critic_global_conv=True"]),
+    "segan_paper": Row("SegAN as in the paper (multi-scale L1, adaptive logistic, clip 0.05)"),
+    "segan_authors": Row("SegAN as in the authors' code (+ Dice, weighted concatenated features)",
+                         ("--config.loss.dice_weight=1.0",
+                          "--config.loss.layer_weights=(1,1,2,2,2,2,4)",
+                          "--config.loss.feature_reduction=concatenated")),
+    "dice_only": Row("Segmentor alone, soft Dice (no critic)",
+                     ("--config.loss.adversarial_weight=0.0", "--config.loss.dice_weight=1.0")),
+    "bce_only": Row("Segmentor alone, binary cross-entropy (no critic)",
+                    ("--config.loss.adversarial_weight=0.0", "--config.loss.bce_weight=1.0")),
+    "sigmoid": Row("SegAN with a plain sigmoid (k fixed at 1)", ("--config.schedule.k_decay=1.0",)),
+    "critic_gc": Row("SegAN with global convolutions in the critic",
+                     ("--config.model.critic_global_conv=True",)),
+    # Each remaining difference between the paper's recipe and the authors' code, on its own.
+    "segan_authors_dice": Row(
+        "SegAN as in the authors' code, with their exact Dice (squared sums, no smoothing)",
+        ("--config.loss.dice_weight=1.0", "--config.loss.dice_form=authors",
+         "--config.loss.layer_weights=(1,1,2,2,2,2,4)",
+         "--config.loss.feature_reduction=concatenated")),
+    "no_residual_bn": Row("SegAN without BatchNorm in the residual blocks (as the authors' code)",
+                          ("--config.model.residual_batchnorm=False",)),
+    "authors_optim": Row("SegAN with the authors' Adam (2e-4, b1 0.5, halved after epoch 0 and "
+                         "every 25 epochs)",
+                         ("--config.optim.learning_rate=0.0002", "--config.optim.b1=0.5",
+                          "--config.optim.schedule=step_authors",
+                          "--config.optim.end_learning_rate=1e-08")),
+    "no_jitter": Row("SegAN without colour jitter (as the authors' code)",
+                     ("--config.data.brightness=0.0", "--config.data.contrast=0.0",
+                      "--config.data.saturation=0.0", "--config.data.hue=0.0")),
+    "whole_image": Row("SegAN with the whole image resized instead of a crop half the time "
+                       "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
+    "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
+                          "width, length and batch)", authors_recipe_overrides()),
+    # Cheap improvements.
+    "ema": Row("SegAN scored with the moving average of S's weights (decay 0.99)",
+               ("--config.train.ema_decay=0.99",)),
+    "spectral_norm": Row("SegAN with a spectrally normalised critic instead of clipped kernels",
+                         ("--config.train.critic_constraint=spectral_norm",)),
+    "segan_paper_post": Row("SegAN as in the paper, masks post-processed (largest region, holes "
+                            "filled)", evaluate_flags=("--postprocess",),
+                            scores_runs_of="segan_paper"),
+    "authors_recipe_post": Row("The authors' recipe, masks post-processed (largest region, "
+                               "holes filled)", evaluate_flags=("--postprocess",),
+                               scores_runs_of="authors_recipe"),
 }
 METRICS = ("jaccard", "dice", "accuracy", "thresholded_jaccard")
 # The 200 held-out ids of every run (segan_jax.data.folder's seeded 10% hold-out, data.seed 0, of
@@ -51,7 +124,11 @@ def run_name(row: str, seed: int) -> str:
 
 
 def train_and_score(args, row: str, seed: int) -> None:
-  workdir = os.path.join(args.out, run_name(row, seed))
+  """Trains the row's run (resumable) and scores it into OUT/<row>_s<seed>/eval/validation; a row
+  that scores another row's runs trains (or resumes) that row's run instead."""
+  spec = ROWS[row]
+  trained = spec.scores_runs_of or row
+  workdir = os.path.join(args.out, run_name(trained, seed))
   common = [f"--config.data.source=folder", f"--config.data.dir={args.data_dir}",
             f"--config.data.val_ids_file={args.val_ids}",
             f"--config.model.width={args.width}", f"--config.train.num_steps={args.steps}",
@@ -60,17 +137,21 @@ def train_and_score(args, row: str, seed: int) -> None:
             f"--config.train.checkpoint_every={max(args.steps // 4, 1)}",
             f"--config.schedule.k_decay_epochs={args.k_decay_epochs}"]
   subprocess.run([sys.executable, "-m", "segan_jax.main", f"--workdir={workdir}", *common,
-                  *ROWS[row][1]], check=True)
+                  *ROWS[trained].overrides], check=True)
+  output = os.path.join(args.out, run_name(row, seed), "eval", "validation")
   subprocess.run([sys.executable, "-m", "segan_jax.evaluate", f"--workdir={workdir}",
-                  "--split=validation", "--tta", "--nouse_selection", "--threshold=0.4"],
-                 check=True)
+                  "--split=validation", "--tta", "--nouse_selection", "--threshold=0.4",
+                  f"--output={output}", *spec.evaluate_flags], check=True)
 
 
 def score_ensemble(args, row: str, seeds: list[int]) -> None:
-  workdirs = [f"--workdir={os.path.join(args.out, run_name(row, s))}" for s in seeds]
+  spec = ROWS[row]
+  trained = spec.scores_runs_of or row
+  workdirs = [f"--workdir={os.path.join(args.out, run_name(trained, s))}" for s in seeds]
   subprocess.run([sys.executable, "-m", "segan_jax.evaluate", *workdirs, "--split=validation",
                   "--tta", "--nouse_selection", "--threshold=0.4",
-                  f"--output={os.path.join(args.out, f'{row}_ensemble', 'eval')}"], check=True)
+                  f"--output={os.path.join(args.out, f'{row}_ensemble', 'eval')}",
+                  *spec.evaluate_flags], check=True)
 
 
 def _variants(path: str) -> dict[str, dict[str, float]]:
@@ -90,7 +171,8 @@ def table(args) -> str:
   """Markdown: mean (and min-max over seeds) of each metric, without and with test-time flips."""
   lines = ["| row | seeds | TTA | Jaccard | Dice | accuracy | thresholded Jaccard |",
            "|---|---|---|---|---|---|---|"]
-  for row, (title, _) in ROWS.items():
+  for row, spec in ROWS.items():
+    title = spec.title
     found = _scored_runs(args.out, row, "summary.json")
     if not found:
       continue

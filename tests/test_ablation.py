@@ -48,3 +48,67 @@ def test_paired_difference_averages_seeds_per_image(ablation, tmp_path):
   assert "| Segmentor alone, binary cross-entropy (no critic) | 2 | no | 72.5 (70.0-75.0) |" in table
   with pytest.raises(SystemExit, match="no scored runs of row 'dice_only'"):
     ablation.compare(args, "segan_paper", "dice_only")
+
+
+def _apply(config, overrides):
+  """--config.a.b=value overrides applied as the command line would (values parsed as literals,
+  else kept as strings)."""
+  import ast
+  for override in overrides:
+    path, value = override[len("--config."):].split("=", 1)
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+    *sections, name = path.split(".")
+    node = config
+    for section in sections:
+      node = node[section]
+    assert name in node, f"{override}: no such config field"
+    node[name] = value
+  return config
+
+
+def test_every_row_names_valid_config_fields(ablation):
+  from segan_jax.config_validation import validate_config
+  from segan_jax.configs import default
+  for row, spec in ablation.ROWS.items():
+    validate_config(_apply(default.get_config(), spec.overrides))
+    if spec.scores_runs_of is not None:
+      trained = ablation.ROWS[spec.scores_runs_of]
+      assert not spec.overrides and trained.scores_runs_of is None, row
+  for option in ("dice_form=authors", "residual_batchnorm=False", "schedule=step_authors",
+                 "whole_image_prob=0.5", "ema_decay=", "critic_constraint=spectral_norm"):
+    assert any(option in o for spec in ablation.ROWS.values() for o in spec.overrides), option
+  assert any("--postprocess" in spec.evaluate_flags for spec in ablation.ROWS.values())
+
+
+def test_authors_recipe_row_is_the_authors_config_but_for_the_protocol(ablation):
+  from segan_jax.configs import isic2017, isic2017_authors
+  config = _apply(isic2017.get_config(), ablation.authors_recipe_overrides())
+  authors = isic2017_authors.get_config()
+  for field in ablation.PROTOCOL_FIELDS:  # the protocol's, set by its common arguments
+    section, name = field.split(".")
+    config[section][name] = authors[section][name]
+  assert json.loads(config.to_json()) == json.loads(authors.to_json())
+  assert "--config.loss.dice_form=authors" in ablation.authors_recipe_overrides()
+
+
+def test_post_processed_row_scores_the_trained_rows_runs(ablation, tmp_path, monkeypatch):
+  commands = []
+  monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, check: commands.append(cmd))
+  args = argparse.Namespace(out=str(tmp_path), data_dir="/data", val_ids="ids.txt", width=8,
+                            steps=600, batch_size=16, eval_every=100, k_decay_epochs=1)
+  ablation.train_and_score(args, "segan_paper_post", 0)
+  train, score = commands
+  trained = os.path.join(str(tmp_path), "segan_paper_s0")
+  assert f"--workdir={trained}" in train and "segan_jax.main" in train
+  assert f"--workdir={trained}" in score and "--postprocess" in score
+  assert f"--output={os.path.join(str(tmp_path), 'segan_paper_post_s0', 'eval', 'validation')}" \
+      in score
+  commands.clear()
+  ablation.train_and_score(args, "spectral_norm", 1)
+  train, score = commands
+  assert "--config.train.critic_constraint=spectral_norm" in train
+  assert "--postprocess" not in score
+  assert f"--workdir={os.path.join(str(tmp_path), 'spectral_norm_s1')}" in score

@@ -19,6 +19,10 @@ symbolic. Signatures, S being the network side (config.data.image_size):
       -> probabilities float32 [H, W, N] and masks uint8 [H, W, N] at the image's size (TF
          bilinear resizes both ways; close to, not bit-identical with, segan_jax.predict's PIL).
 
+Several classes (model.num_classes N > 1): every signature also returns labels uint8 [B, S, S]
+(segment_image: [H, W]), the index mask: 1 + the most probable map where its probability exceeds
+the threshold, else 0 (ties to the lower class), as segan_jax.predict writes it.
+
 k, threshold, image size and normalisation are stored as variables of the module (`k`,
 `threshold`, `image_size`, `mean`, `std`) and in DIR/segan_export.json.
 """
@@ -97,7 +101,12 @@ def build_module(models: Sequence[inference.LoadedModel], tta: str = "none",
 
   def outputs(probs):
     masks = tf.cast(probs > module.threshold, tf.uint8) * tf.constant(255, tf.uint8)
-    return {"probabilities": probs, "masks": masks}
+    result = {"probabilities": probs, "masks": masks}
+    if num_classes > 1:  # the index mask (metrics.label_prediction)
+      best = tf.argmax(probs, axis=-1, output_type=tf.int32)
+      above = tf.reduce_max(probs, axis=-1) > module.threshold
+      result["labels"] = tf.cast(tf.where(above, best + 1, 0), tf.uint8)
+    return result
 
   @tf.function(input_signature=[tf.TensorSpec([None, side, side, 3], tf.uint8, name="images")],
                autograph=False)
@@ -170,7 +179,10 @@ def export(models: Sequence[inference.LoadedModel], output: str, tta: str = "non
           "serving_default": "images uint8 [B,S,S,3] -> probabilities float32 [B,S,S,N], "
                              "masks uint8 [B,S,S,N] (0/255)",
           "predict_normalized": "images float32 [B,S,S,3] ImageNet-normalised -> same",
-          "segment_image": "image uint8 [H,W,3] -> probabilities [H,W,N], masks [H,W,N]"},
+          "segment_image": "image uint8 [H,W,3] -> probabilities [H,W,N], masks [H,W,N]",
+          **({"labels": "with N > 1 classes, also labels uint8 [B,S,S] ([H,W]): the index mask, "
+                        "1 + the most probable class above the threshold, else 0"}
+             if models[0].num_classes > 1 else {})},
       "image_size": models[0].image_size, "num_classes": models[0].num_classes,
       "k": [m.k for m in models], "threshold": float(np.mean([m.threshold for m in models])),
       "tta": tta, "normalization": {"mean": IMAGENET_MEAN.tolist(), "std": IMAGENET_STD.tolist()},

@@ -12,6 +12,12 @@ grayscale, palette, RGBA (alpha dropped), 16-bit) it writes, at the image's ORIG
                           `evaluate --postprocess` scores it);
   <id>_probability.png    (--save_probabilities) the probability map as 8-bit gray (p * 255);
   <id>_overlay.jpg        (--save_overlays) the photo with the lesion contour in magenta.
+Several classes (model.num_classes N > 1): <id>_segmentation.png is an index mask (uint8, one
+channel, 0 background and 1..N): each pixel takes the class of its most probable map when that
+probability exceeds the threshold, else 0 (ties to the lower class; metrics.label_prediction, as
+evaluate scores it), computed from the maps resized to the original size; --save_probabilities
+writes <id>_probability_class1.png ... _classN.png and --save_overlays one <id>_overlay.jpg with
+each class tinted and outlined in its colour (overlays.CLASS_COLORS).
 Images are read in a thread pool and segmented in padded batches (one compile). An unreadable file
 is reported with its reason and skipped; the others are still written; the failures are listed at
 the end and the exit status is 1 if any file failed. k, threshold and checkpoint come from
@@ -33,6 +39,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -70,6 +77,7 @@ def image_id(path: str) -> str:
 
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.png", "_overlay.jpg")
+_CLASS_OUTPUT = re.compile(r"(_probability|_segmentation)_class\d+\.png$|_overlay_class\d+\.jpg$")
 
 
 def find_inputs(inputs: Sequence[str], recursive: bool = False
@@ -124,9 +132,11 @@ def _skip_reason(path: str, recursive: bool) -> str | None:
     return "not a regular file"
   if name == SUMMARY_FILE:
     return ""
-  if name.endswith(OUTPUT_SUFFIXES):
-    return "a mask or an earlier prediction (name ends in " + next(
-        s for s in OUTPUT_SUFFIXES if name.endswith(s)) + "); name it explicitly to segment it"
+  if name.endswith(OUTPUT_SUFFIXES) or _CLASS_OUTPUT.search(name):
+    suffix = next((s for s in OUTPUT_SUFFIXES if name.endswith(s)), None)
+    suffix = suffix or _CLASS_OUTPUT.search(name).group(0)
+    return (f"a mask or an earlier prediction (name ends in {suffix}); name it explicitly to "
+            "segment it")
   if not name.endswith(IMAGE_EXTENSIONS):
     ext = os.path.splitext(name)[1] or "no extension"
     return f"not an image extension ({ext}); name the file explicitly to try it anyway"
@@ -136,6 +146,13 @@ def _skip_reason(path: str, recursive: bool) -> str | None:
 def output_names(image_id_: str, num_classes: int, save_probabilities: bool,
                  save_overlays: bool) -> list[str]:
   """The file names predict writes for one image."""
+  if num_classes > 1:  # one index mask, a probability map per class, one colour overlay
+    names = [f"{image_id_}_segmentation.png"]
+    if save_probabilities:
+      names += [f"{image_id_}_probability_class{c}.png" for c in range(1, num_classes + 1)]
+    if save_overlays:
+      names.append(f"{image_id_}_overlay.jpg")
+    return names
   names = []
   for c in range(num_classes):
     suffix = "" if c == 0 else f"_class{c}"
@@ -283,9 +300,33 @@ def _save_all(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray,
               save_probabilities: bool, save_overlays: bool,
               postprocess: bool = False) -> list[str]:
   """Writes the outputs of every label map of one image (probs: S x S x N)."""
+  if probs.shape[-1] > 1:
+    return _save_classes(output, image_id_, image, probs, threshold, save_probabilities,
+                         save_overlays)
   return [p for c in range(probs.shape[-1])
           for p in _save_outputs(output, image_id_, image, probs[..., c], threshold,
                                  save_probabilities, save_overlays, c, postprocess)]
+
+
+def _save_classes(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray,
+                  threshold: float, save_probabilities: bool, save_overlays: bool) -> list[str]:
+  """Several classes: the index mask, each class's probability map, the colour overlay."""
+  h, w = image.shape[:2]
+  n = probs.shape[-1]
+  full = metrics.resize_probabilities(probs, (h, w))
+  labels = metrics.label_prediction(full, threshold)
+  written = [os.path.join(output, f"{image_id_}_segmentation.png")]
+  overlays.save_png(written[-1], labels)
+  if save_probabilities:
+    for c in range(1, n + 1):
+      written.append(os.path.join(output, f"{image_id_}_probability_class{c}.png"))
+      overlays.save_png(written[-1], np.round(full[..., c - 1] * 255).astype(np.uint8))
+  if save_overlays:
+    written.append(os.path.join(output, f"{image_id_}_overlay.jpg"))
+    tmp = written[-1] + ".tmp.jpg"
+    Image.fromarray(overlays.class_overlay(image, labels, n)).save(tmp, quality=92)
+    os.replace(tmp, written[-1])
+  return written
 
 
 def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str], output: str,
@@ -300,6 +341,9 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
   Raises OutputError before any work if the outputs would replace files (see check_output).
   """
   t0 = time.time()
+  if postprocess and models[0].num_classes > 1:
+    raise UserError("--postprocess keeps one lesion's largest component; the run segments "
+                    f"model.num_classes={models[0].num_classes} classes. Leave --postprocess out.")
   files, failures, skipped = find_inputs(inputs, recursive)
   predictor = inference.Predictor(models, batch_size, tta)
   threshold = predictor.threshold

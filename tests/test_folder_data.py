@@ -302,7 +302,8 @@ def test_same_size_folders_name_masks_of_unusual_shape(tmp_path, caplog):
 
 
 def _one_mask(tmp_path, mask, stem="lesion_001"):
-  fx.write_generic(tmp_path, 3)
+  if not (tmp_path / "masks").exists():
+    fx.write_generic(tmp_path, 3)
   Image.fromarray(mask).save(tmp_path / "masks" / f"{stem}_segmentation.png")
   return folder.scan(str(tmp_path))["train"]
 
@@ -390,3 +391,77 @@ def test_real_isic2017_folder():
     assert d.original_size[0] > 256 and 0 < (d.mask > 0).mean() < 1
   val = folder.holdout_ids([p.id for p in pairs], 0.1, 0)
   assert len(val) == 200 and val == folder.holdout_ids([p.id for p in pairs], 0.1, 0)
+
+
+# --- several classes (config.model.num_classes > 1): index and palette masks ----------------
+
+def _index_masks(root, count=6, num_classes=3):
+  """A generic folder whose masks are index masks 0..num_classes; returns {id: index mask}."""
+  ids = fx.write_generic(root, count)
+  truth = {}
+  for i, stem in enumerate(ids):
+    mask = np.zeros((24, 32), np.uint8)
+    for c in range(1, num_classes + 1):  # one band per class, placed by the image's index
+      mask[(4 * c + i) % 24, :] = c
+    mask[:, i] = num_classes
+    name = stem + (".png" if i % 3 == 0 else "_segmentation.png")
+    Image.fromarray(mask).save(os.path.join(root, "masks", name))
+    truth[stem] = mask
+  return truth
+
+
+def test_index_and_palette_masks_decode_to_class_indices(tmp_path):
+  truth = _index_masks(tmp_path)
+  options = Options(num_classes=3)
+  got = {d.id: d.mask for d in folder.decode(folder.scan(str(tmp_path), options)["train"],
+                                             options)}
+  assert got.keys() == truth.keys()
+  for stem in truth:
+    np.testing.assert_array_equal(got[stem], truth[stem])
+  # A palette PNG: the palette index is the class, whatever colour the palette gives it.
+  palette = Image.fromarray(truth["lesion_001"], mode="P")
+  palette.putpalette([0, 0, 0, 200, 30, 30, 30, 200, 30, 30, 30, 200] + [0] * (3 * 252))
+  palette.save(tmp_path / "masks" / "lesion_001_segmentation.png")
+  pairs = folder.scan(str(tmp_path), options)["train"]
+  got = {d.id: d.mask for d in folder.decode(pairs, options)}["lesion_001"]
+  np.testing.assert_array_equal(got, truth["lesion_001"])
+
+
+def test_multiclass_folder_trains_on_one_map_per_class(tmp_path):
+  truth = _index_masks(tmp_path)
+  config = folder_config(tmp_path, val_fraction=0.34)
+  config.model.num_classes = 3
+  train, val = sources.load_splits(config)
+  data = arrays.prepare_train(train, 24, 32, 3)
+  assert data.masks.shape == (len(train), 24, 32, 3) and data.masks.dtype == np.uint8
+  for example, maps in zip(train, data.masks):
+    for c in range(3):
+      np.testing.assert_array_equal(maps[..., c], truth[example.id] == c + 1)
+  assert all(np.array_equal(ex.mask, truth[ex.id]) for ex in val)  # original-size index masks
+
+
+@pytest.mark.parametrize("num_classes,mask,match", [
+    (2, np.arange(24 * 32).reshape(24, 32) % 4, r"class index 3, above config\.model\.num_classes=2"),
+    (3, fx.lesion_pair(1)[1], r"binary 0/255 mask, but config\.model\.num_classes=3"),
+    (3, np.stack([np.full((24, 32), 1), np.zeros((24, 32)), np.zeros((24, 32))], -1),
+     "colour mask"),
+    (1, np.arange(24 * 32).reshape(24, 32) % 3, r"label map .*config\.model\.num_classes"),
+])
+def test_masks_that_do_not_fit_num_classes_are_errors(tmp_path, num_classes, mask, match):
+  if num_classes > 1:
+    _index_masks(tmp_path, num_classes=num_classes)  # every other mask fits
+  pairs = _one_mask(tmp_path, mask.astype(np.uint8))
+  with pytest.raises(DataError, match=rf"lesion_001_segmentation\.png: .*{match}"):
+    list(folder.decode(pairs, Options(num_classes=num_classes)))
+
+
+def test_config_names_the_class_limits(tmp_path):
+  config = default.get_config()
+  config.model.num_classes = 7
+  with pytest.raises(ConfigError, match=r"model\.num_classes must be 1\.\.6 with the synthetic"):
+    validate_config(config)
+  config.model.num_classes = 3
+  validate_config(config)
+  config.data.source = "tfds"
+  with pytest.raises(ConfigError, match=r"model\.num_classes must be 1 with data\.source='tfds'"):
+    validate_config(config)

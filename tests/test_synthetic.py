@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 import experiment_scripts
-from segan_jax.data.synthetic import generate_example, generate_split
+from segan_jax.data import synthetic
+from segan_jax.data.synthetic import CLASS_NAMES, generate_example, generate_split
 
 N_SAMPLE = 50
 # sha256(image bytes + mask bytes)[:16] of examples 0..2 of seed 0: pins the default dataset.
 GOLDEN_SEED0 = ["81b1b6653202e44c", "638a5247b66efa8a", "24c348e5efc6291f"]
+# sha256 over (image bytes, mask bytes) of examples 0..59 of seed 0, computed before the
+# multi-class mode existed: the one-class set (images and 0/255 masks) must not move.
+GOLDEN_SEED0_60 = "ff55c7f85ae1b3c77fe61d20a21886b191826d683770184ceaa5fd8e25825da5"
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +121,59 @@ def test_threshold_baselines_are_clearly_beaten(sample, baselines) -> None:
   assert otsu < 0.62
   assert full < 0.4
 
+
+
+def test_one_class_set_unchanged_by_the_multiclass_mode() -> None:
+  digest = hashlib.sha256()
+  for i in range(60):
+    img, mask = generate_example(0, i)
+    digest.update(img.tobytes())
+    digest.update(mask.tobytes())
+  assert digest.hexdigest() == GOLDEN_SEED0_60
+
+
+@pytest.mark.parametrize("n", [2, 3, len(CLASS_NAMES)])
+def test_multiclass_masks_label_the_drawn_kinds(n) -> None:
+  """Same images as one class; index masks 0..n: the lesion where nothing is on top of it, and
+  each distractor where it is blended in at least LABEL_OPACITY (the last drawn wins)."""
+  seen = set()
+  for i in range(12):
+    img1, lesion = generate_example(1, i)
+    img, labels = generate_example(1, i, num_classes=n)
+    assert np.array_equal(img, img1) and labels.dtype == np.uint8 and labels.shape == lesion.shape
+    assert labels.max() <= n
+    seen |= set(np.unique(labels).tolist())
+    # Background stays background unless a distractor covers it; the lesion is never lost to
+    # background, and outside the lesion there is no class 1.
+    assert not np.any((lesion > 0) & (labels == 0))
+    assert not np.any((lesion == 0) & (labels == 1))
+    _, clean = generate_example(1, i, distractors=False, num_classes=n)
+    np.testing.assert_array_equal(clean, (lesion > 0).astype(np.uint8))
+  assert seen == set(range(n + 1))  # every class occurs in a dozen images
+
+
+def test_multiclass_labels_follow_the_layers(monkeypatch) -> None:
+  """Each class's pixels are exactly where its own layer lies (recorded as it is drawn)."""
+  drawn = {}
+  real = synthetic._render_distractors
+
+  def spy(rng, img, centre):
+    layers = real(rng, img, centre)
+    drawn["layers"] = layers
+    return layers
+
+  monkeypatch.setattr(synthetic, "_render_distractors", spy)
+  _, lesion = generate_example(0, 3)
+  _, labels = generate_example(0, 3, num_classes=3)
+  expected = (lesion > 0).astype(np.uint8)
+  for cls, coverage in drawn["layers"]:
+    if cls <= 3:
+      expected[coverage >= synthetic.LABEL_OPACITY] = cls
+  np.testing.assert_array_equal(labels, expected)
+  hair = CLASS_NAMES.index("hair") + 1
+  assert np.count_nonzero(labels == hair) > 100  # example 3 has hairs across its lesion
+
+
+def test_too_many_classes_rejected() -> None:
+  with pytest.raises(ValueError, match="num_classes must be 1..6"):
+    generate_example(0, 0, num_classes=len(CLASS_NAMES) + 1)

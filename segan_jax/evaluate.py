@@ -12,6 +12,13 @@ alone, each run with test-time flips (--tta), the ensemble (several --workdir: t
 probability maps) and the ensemble with flips. The most complete variant is the "primary" one: its
 per-image scores go to per_image.csv and its worst images to worst_cases.png.
 
+Several classes (model.num_classes N > 1, index masks): each image's maps become one index mask
+(the most probable class above the threshold, metrics.label_prediction) and each class is scored
+against its own truth. summary.json, per_image.csv and the table give the mean over classes under
+the plain names (jaccard, dice, ...) and each class's figures as jaccard_class1, ..., with the
+pooled Jaccard per class (metrics module docstring); --search maximises the mean over classes;
+worst_cases.png and examples.png colour the true and predicted classes on the photo.
+
 --search (validation split only) grid-searches, per run, the checkpoint, the final k and the
 threshold by mean validation Jaccard and stores the choice in RUN/selection.json; evaluate, predict
 and export use it by default afterwards (--nouse_selection ignores it).
@@ -82,7 +89,7 @@ def load_examples(config, split: str, image_size: int) -> list[data_arrays.Examp
     raise EvaluationError("The synthetic source has only train and validation splits.")
   if source == "folder":
     from segan_jax.data import folder
-    options = folder.Options.from_config(config.data)
+    options = folder.Options.from_config(config.data, config.model.num_classes)
     splits = folder.scan(config.data.dir, options)
     names = sorted(splits) if split == "all" else [split]
     missing = [n for n in names if n not in splits]
@@ -96,6 +103,9 @@ def load_examples(config, split: str, image_size: int) -> list[data_arrays.Examp
       examples.extend(d.example() for d in decoded if split != "all" or d.mask is not None)
     return examples
   if source == "tfds":
+    if int(config.model.num_classes) != 1:
+      raise EvaluationError("data.source='tfds' holds one class (ISIC lesion masks); the run has "
+                            f"model.num_classes={config.model.num_classes}.")
     from segan_jax.data import isic2017_tfds
     return isic2017_tfds.load_split(config.data, split, image_size)
   raise EvaluationError(f"Unknown data.source {source!r}.")
@@ -119,8 +129,9 @@ def load_eval_set(config, split: str, image_size: int) -> data_arrays.EvalSet:
 
 def score(probs: np.ndarray, eval_set: data_arrays.EvalSet, threshold: float,
           postprocess: bool = False) -> metrics.ScoreAccumulator:
-  """ISIC scores of label map 0 of (M, S, S, N) probabilities at each image's original size;
-  with `postprocess`, of each thresholded mask's largest component with its holes filled."""
+  """ISIC scores of (M, S, S, N) probabilities at each image's original size (N > 1: each class
+  of the predicted index mask, and their mean; metrics.score_classes); with `postprocess`, of
+  each thresholded mask's largest component with its holes filled."""
   return validation.score_eval_set(probs, eval_set, threshold,
                                    postprocess=post.postprocess_mask if postprocess else None)
 
@@ -135,6 +146,10 @@ def jaccard_by_threshold(probs: np.ndarray, eval_set: data_arrays.EvalSet,
   is 1 when prediction and truth are both empty.
   """
   totals = np.zeros(len(thresholds), np.float64)
+  if probs.shape[-1] > 1:  # several classes: the mean over classes of each image's Jaccard
+    for prob, mask in zip(probs, eval_set.masks):
+      totals += metrics.mean_class_jaccard_by_threshold(prob, mask, thresholds)
+    return totals / max(len(eval_set), 1)
   for prob, mask in zip(probs, eval_set.masks):
     truth = metrics.binarize_truth(mask)
     full = metrics.resize_probability(prob[..., 0], truth.shape)
@@ -254,6 +269,10 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
   inference.view_transforms(tta)
 
   first_config = inference.load_config(workdirs[0])
+  if postprocess and int(first_config.model.num_classes) > 1:
+    raise EvaluationError("--postprocess keeps one lesion's largest component; "
+                          f"{workdirs[0]} segments model.num_classes="
+                          f"{first_config.model.num_classes} classes. Leave --postprocess out.")
   config = apply_data_overrides(first_config, data_source, data_dir)
   eval_set = load_eval_set(config, split, int(config.data.image_size))
   log(f"Scoring {len(eval_set)} images of the {split} split of data.source={config.data.source!r}"
@@ -303,6 +322,7 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
       "models": [m.describe() for m in models],
       "tta": tta,
       "postprocess": postprocess,
+      "num_classes": models[0].num_classes,
       "primary": primary,
       "variants": {name: {"summary": v["summary"], "threshold": v["threshold"],
                           "tta": v["tta"], "members": v["members"]}
@@ -384,6 +404,8 @@ def _write_overlay_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.nda
                          postprocess: bool = False) -> list[dict]:
   if not chosen:
     return []
+  if probs.shape[-1] > 1:
+    return _write_class_panel(path, eval_set, probs, chosen, threshold, columns)
   index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
   images, truths, maps, captions = [], [], [], []
   height = 192
@@ -406,6 +428,29 @@ def _write_overlay_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.nda
   return [{"id": r["id"], "jaccard": r["jaccard"], "dice": r["dice"]} for r in chosen]
 
 
+def _write_class_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
+                       chosen: list[dict], threshold: float, columns: int) -> list[dict]:
+  """Several classes: rows of [true classes | predicted index mask] on the photo, coloured by
+  class (overlays.class_panel), the prediction made at the original size as it is scored."""
+  index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
+  n = probs.shape[-1]
+  images, truths, labels, captions = [], [], [], []
+  height = 192
+  for row in chosen:
+    i = index[row["id"]]
+    h, w = eval_set.original_sizes[i]
+    dh, dw = height, max(1, int(round(w * height / h)))
+    images.append(data_arrays.resize_image(eval_set.images[i], dh, dw))
+    truths.append(data_arrays.resize_mask(eval_set.masks[i], dh, dw))
+    full = metrics.label_prediction(metrics.resize_probabilities(probs[i], (h, w)), threshold)
+    labels.append(data_arrays.resize_mask(full, dh, dw))
+    per_class = " ".join(f"{row[metrics.class_key('jaccard', c)]:.2f}" for c in range(1, n + 1))
+    captions.append(f"{row['id']}  Jaccard {row['jaccard']:.3f} ({per_class})")
+  overlays.save_png(path, overlays.class_panel(images, truths, labels, n, captions, height,
+                                               columns))
+  return [{"id": r["id"], "jaccard": r["jaccard"], "dice": r["dice"]} for r in chosen]
+
+
 def format_table(result: dict[str, Any]) -> str:
   """A plain-text table: one row per variant, a column per metric (in %)."""
   cols = [("jaccard", "Jaccard"), ("dice", "Dice"), ("accuracy", "Acc"),
@@ -420,6 +465,16 @@ def format_table(result: dict[str, Any]) -> str:
     mark = " *" if name == result["primary"] else ""
     lines.append(f"{name:<{name_w}} {v['threshold']:>5.2f} "
                  + " ".join(f"{100 * s[c[0]]:>8.2f}" for c in cols) + mark)
+  num_classes = int(result.get("num_classes", 1))
+  if num_classes > 1:
+    s = result["variants"][result["primary"]]["summary"]
+    lines.append(f"Several classes: the rows above are means over the {num_classes} classes; per "
+                 f"class ({result['primary']}), with the pooled Jaccard over all images:")
+    for c in range(1, num_classes + 1):
+      lines.append(f"{'class ' + str(c):<{name_w}} {'':>5} "
+                   + " ".join(f"{100 * s[metrics.class_key(col, c)]:>8.2f}" for col, _ in cols)
+                   + f"  pooled Jaccard {100 * s[metrics.class_key('pooled_jaccard', c)]:.2f}"
+                   f", in {s[metrics.class_key('images_with', c)]} images")
   for name, gain in result["gains"].items():
     lines.append(f"gain {name}: {100 * gain:+.2f} points")
   if result.get("selection_split_warning"):

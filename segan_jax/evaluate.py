@@ -218,8 +218,14 @@ def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[flo
     if unknown:
       raise EvaluationError(f"{workdir} has no checkpoints at steps {unknown}; it has {available}.")
   results = []
+  skipped = []
   for step in chosen_steps:
-    model = inference.load_model(workdir, step=step, use_selection=False)
+    try:
+      model = inference.load_model(workdir, step=step, use_selection=False)
+    except inference.RunError as e:  # a damaged checkpoint: search the others
+      skipped.append(step)
+      log(f"  {workdir} step {step}: skipped, {e}")
+      continue
     logits = inference.Predictor([model], batch_size, tta).logit_views(eval_set.images)
     for k in k_grid:
       probs = inference.combine(logits, [k])
@@ -229,6 +235,8 @@ def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[flo
                         "jaccard": float(jac)})
     best_here = max(r["jaccard"] for r in results if r["step"] == step)
     log(f"  {workdir} step {step}: best validation Jaccard {best_here:.4f}")
+  if not results:
+    raise EvaluationError(f"No checkpoint of {workdir} could be loaded (steps {skipped}).")
   best = min(results, key=lambda r: (-round(r["jaccard"], 12), -r["step"],
                                      abs(r["k"] - PAPER_K), abs(r["threshold"] - PAPER_THRESHOLD)))
   return {"step": best["step"], "k": best["k"], "threshold": best["threshold"],

@@ -295,7 +295,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
 
 
 def _per_class(summary: dict[str, float]) -> str:
-  """' | per class: jaccard 0.81 0.42 ...' for several classes (the means are printed before)."""
+  """' | jaccard per class 0.81 0.42 ...' for several classes (the means are printed before)."""
   n = int(summary.get("num_classes", 1))
   if n == 1:
     return ""

@@ -1,10 +1,10 @@
 import pytest
 
 from segan_jax.config_validation import ConfigError, validate_config
-from segan_jax.configs import default, isic2017, tiny
+from segan_jax.configs import default, isic2017, multiclass, tiny
 
 
-@pytest.mark.parametrize("module", [default, isic2017, tiny])
+@pytest.mark.parametrize("module", [default, isic2017, multiclass, tiny])
 def test_shipped_configs_are_valid(module, tmp_path):
   config = module.get_config()
   if config.data.source == "folder":

@@ -72,7 +72,8 @@ def workdir_of(manager: ocp.CheckpointManager) -> str:
 def nonfinite_parts(**states: TrainState) -> list[str]:
   """Names ('segmentor.params', 'critic.opt_state', ...) of the parts holding NaN or infinity."""
   parts = {f"{name}.{part}": getattr(state, part) for name, state in states.items()
-           for part in ("params", "batch_stats", "opt_state")}
+           for part in ("params", "batch_stats", "opt_state", "ema")
+           if getattr(state, part, None) is not None}
   if bool(_all_finite(_inexact_leaves(parts))):  # one reduction in the common case
     return []
   return [name for name, tree in parts.items()

@@ -378,3 +378,12 @@ def test_search_skips_a_damaged_checkpoint_and_inference_names_it(run_copy):
   assert any("step 4: skipped" in line for line in logged)
   assert result["search"][run_copy]["step"] == 2
   assert inference.load_model(run_copy).step == 2  # the stored selection
+
+
+def test_a_non_finite_moving_average_is_caught(run):
+  from segan_jax.train_state import with_ema
+  seg, critic, _, _ = _restore(_config(), run)
+  averaged = with_ema(seg)
+  assert checkpoints.nonfinite_parts(segmentor=averaged, critic=critic) == []
+  poisoned = averaged.replace(ema=jax.tree.map(lambda x: jnp.full_like(x, jnp.inf), averaged.ema))
+  assert checkpoints.nonfinite_parts(segmentor=poisoned, critic=critic) == ["segmentor.ema"]

@@ -77,7 +77,11 @@ def main(argv):
       sys.exit(f"error: {e}")
     return
 
-  import tensorflow_datasets as tfds
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise app.UsageError(f"Building the TFDS dataset needs TensorFlow and tensorflow-datasets "
+                         f"({e}): pip install -e '.[tfds]' (--check_only needs neither).")
   from segan_jax.data import isic2017_tfds
 
   tfds.display_progress_bar(True)

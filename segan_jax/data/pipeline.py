@@ -5,11 +5,14 @@ batch is dropped: steps per epoch = N // batch_size); slot i of step s's global 
 example order[s % steps_per_epoch * batch_size + i] of its epoch's order and is augmented
 (segan_jax/data/augment.py) from its own key, fold_in(fold_in(key(seed, augment), s), i). So a
 resumed run meets exactly the batches of an uninterrupted one, and every device count, process
-count and install computes the same examples with the same draws.
+count and install computes the same examples with the same draws; the pairs are augmented one
+per loop iteration, so their values are bit-identical on any device or process count too (on one
+backend: CPU and GPU may round differently).
 
 Two placements of the same jitted computation (config.data.loader):
-* device (default): the uint8 arrays live on every device of the mesh (replicated; 146 MB for
-  the 2000 ISIC pairs at 135x180); each device selects and augments its own shard of the global
+* device (default): the uint8 arrays live on every device of the mesh (replicated; 194 MB for
+  the 2000 ISIC pairs at 135x180 with their masks, 131 MB more for their whole views where
+  data.whole_image_prob > 0); each device selects and augments its own shard of the global
   batch (shard_map over the data axis), so the batch is born sharded and only the step number
   crosses from the host per step;
 * host: the arrays stay in host memory; this process's slice of each global batch is computed

@@ -165,7 +165,11 @@ def export(models: Sequence[inference.LoadedModel], output: str, tta: str = "non
   if bad or not platforms:
     raise ExportError(f"Unknown platforms {bad}; choose from {PLATFORMS}.")
   check_output(output, overwrite)
-  import tensorflow as tf
+  try:
+    import tensorflow as tf
+  except ImportError as e:
+    raise ExportError(f"The SavedModel export needs TensorFlow ({e}): pip install "
+                      "'segan_jax[tfds]'.") from e
 
   module = build_module(models, tta, platforms)
   signatures = {name: f.get_concrete_function() for name, f in module.signatures_.items()}

@@ -78,3 +78,19 @@ def test_tfds_source_without_tensorflow_says_what_to_install():
   assert out.returncode == 0, out.stderr[-4000:]
   assert "ERROR config.data.source='tfds' needs TensorFlow" in out.stdout
   assert "pip install 'segan_jax[tfds]'" in out.stdout
+
+
+EXPORT = BLOCK + textwrap.dedent("""
+    from segan_jax import export
+    try:
+      export.export([], sys.argv[1])
+    except export.ExportError as e:
+      print("ERROR", e)
+""")
+
+
+def test_export_without_tensorflow_says_what_to_install(tmp_path):
+  out = _python(EXPORT, str(tmp_path / "saved_model"))
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert "ERROR The SavedModel export needs TensorFlow" in out.stdout
+  assert "pip install 'segan_jax[tfds]'" in out.stdout

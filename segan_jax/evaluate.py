@@ -106,7 +106,12 @@ def load_examples(config, split: str, image_size: int) -> list[data_arrays.Examp
     if int(config.model.num_classes) != 1:
       raise EvaluationError("data.source='tfds' holds one class (ISIC lesion masks); the run has "
                             f"model.num_classes={config.model.num_classes}.")
-    from segan_jax.data import isic2017_tfds
+    try:
+      from segan_jax.data import isic2017_tfds
+    except ImportError as e:
+      raise EvaluationError("data.source='tfds' needs TensorFlow and tensorflow-datasets "
+                            f"({e}): pip install 'segan_jax[tfds]', or score the pairs in place "
+                            "with --data_source=folder --data_dir=<folder>.") from e
     return isic2017_tfds.load_split(config.data, split, image_size)
   raise EvaluationError(f"Unknown data.source {source!r}.")
 

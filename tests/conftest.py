@@ -1,4 +1,4 @@
-"""Test-session settings: quiet TensorFlow, and one persistent XLA cache so repeated compiles are cheap."""
+"""Test-run settings: quiet TensorFlow, and one persistent XLA cache so repeated compiles are cheap."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""One tiny trained run shared (session scope) by the evaluation, inference, predict and export tests.
+"""One tiny trained run built once per test run and shared by the evaluation, inference, predict and export tests.
 
 The run uses the shapes of test_main's first run (tiny config, batch 4, 16 training pairs,
 4 steps), so with the persistent XLA cache of conftest.py its compiles are shared with that test.

@@ -419,14 +419,10 @@ def _write_overlay_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.nda
     return []
   if probs.shape[-1] > 1:
     return _write_class_panel(path, eval_set, probs, chosen, threshold, columns)
-  index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
   images, truths, maps, captions = [], [], [], []
-  height = 192
-  for row in chosen:
-    i = index[row["id"]]
-    h, w = eval_set.original_sizes[i]
-    dh, dw = height, max(1, int(round(w * height / h)))
-    images.append(data_arrays.resize_image(eval_set.images[i], dh, dw))
+  height = _PANEL_HEIGHT
+  for row, i, (h, w), (dh, dw), image in _panel_rows(eval_set, chosen):
+    images.append(image)
     truths.append(data_arrays.resize_mask(eval_set.masks[i], dh, dw) > 127)
     if postprocess:  # the scored mask (post-processed at the original size), drawn as 0/1
       full = metrics.resize_probability(probs[i, ..., 0], (h, w))
@@ -441,19 +437,28 @@ def _write_overlay_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.nda
   return [{"id": r["id"], "jaccard": r["jaccard"], "dice": r["dice"]} for r in chosen]
 
 
+_PANEL_HEIGHT = 192  # pixels of each panel row
+
+
+def _panel_rows(eval_set: data_arrays.EvalSet, chosen: list[dict]):
+  """(row, index, original (h, w), panel (h, w), photo at panel size) for each chosen row."""
+  index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
+  for row in chosen:
+    i = index[row["id"]]
+    h, w = eval_set.original_sizes[i]
+    dh, dw = _PANEL_HEIGHT, max(1, int(round(w * _PANEL_HEIGHT / h)))
+    yield row, i, (h, w), (dh, dw), data_arrays.resize_image(eval_set.images[i], dh, dw)
+
+
 def _write_class_panel(path: str, eval_set: data_arrays.EvalSet, probs: np.ndarray,
                        chosen: list[dict], threshold: float, columns: int) -> list[dict]:
   """Several classes: rows of [true classes | predicted index mask] on the photo, coloured by
   class (overlays.class_panel), the prediction made at the original size as it is scored."""
-  index = {image_id: i for i, image_id in enumerate(eval_set.ids)}
   n = probs.shape[-1]
   images, truths, labels, captions = [], [], [], []
-  height = 192
-  for row in chosen:
-    i = index[row["id"]]
-    h, w = eval_set.original_sizes[i]
-    dh, dw = height, max(1, int(round(w * height / h)))
-    images.append(data_arrays.resize_image(eval_set.images[i], dh, dw))
+  height = _PANEL_HEIGHT
+  for row, i, (h, w), (dh, dw), image in _panel_rows(eval_set, chosen):
+    images.append(image)
     truths.append(data_arrays.resize_mask(eval_set.masks[i], dh, dw))
     full = metrics.label_prediction(metrics.resize_probabilities(probs[i], (h, w)), threshold)
     labels.append(data_arrays.resize_mask(full, dh, dw))

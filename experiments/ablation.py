@@ -68,6 +68,15 @@ def authors_recipe_overrides() -> tuple[str, ...]:
   return tuple(f"--config.{k}={text(authors[k])}" for k in changed)
 
 
+# The settings the authors' code differs in from the paper's recipe, apart from the network,
+# the schedule of the rate and the whole-image view.
+AUTHORS_SETTINGS = ("--config.loss.dice_weight=1.0", "--config.loss.layer_weights=(1,1,2,2,2,2,4)",
+                    "--config.loss.feature_reduction=concatenated",
+                    "--config.optim.learning_rate=0.0002", "--config.optim.b1=0.5",
+                    "--config.optim.schedule=constant", "--config.data.brightness=0.0",
+                    "--config.data.contrast=0.0", "--config.data.saturation=0.0",
+                    "--config.data.hue=0.0")
+
 ROWS = {
     "segan_paper": Row("SegAN as in the paper (multi-scale L1, adaptive logistic, clip 0.05)"),
     "segan_authors": Row("SegAN as in the authors' code (+ Dice, weighted concatenated features)",
@@ -101,6 +110,14 @@ ROWS = {
                        "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
                           "width, length and batch)", authors_recipe_overrides()),
+    # The authors' loss, optimizer and colour settings (constant rate), then with their view.
+    "authors_settings": Row(
+        "The authors' loss (+ Dice, weighted concatenated features), Adam 2e-4 b1 0.5 constant, "
+        "no colour jitter; crops only; S's moving average (0.99) tracked",
+        AUTHORS_SETTINGS + ("--config.train.ema_decay=0.99",)),
+    "authors_settings_view": Row(
+        "authors_settings with the whole image resized instead of a crop half the time",
+        AUTHORS_SETTINGS + ("--config.train.ema_decay=0.99", "--config.data.whole_image_prob=0.5")),
     # Cheap improvements.
     "ema": Row("SegAN scored with the moving average of S's weights (decay 0.99)",
                ("--config.train.ema_decay=0.99",)),

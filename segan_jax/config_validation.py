@@ -71,6 +71,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            "must be True or False", config.model.residual_batchnorm)
 
   _choice(config, "data.source", SOURCES)
+  _require(isinstance(_get(config, "eval.postprocess"), bool), "eval.postprocess",
+           "must be True or False", config.eval.postprocess)
+  _require(not (config.eval.postprocess and config.model.num_classes > 1), "eval.postprocess",
+           "keeps one lesion's largest component, so it needs model.num_classes=1",
+           config.eval.postprocess)
   _require(config.model.num_classes <= MAX_CLASSES, "model.num_classes",
            f"must be at most {MAX_CLASSES} (index masks are 8-bit)", config.model.num_classes)
   if config.data.source == "synthetic":

@@ -201,7 +201,7 @@ def _variant_probs(models, logits, tta: str) -> dict[str, dict[str, Any]]:
 def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[float],
                threshold_grid: Sequence[float], steps: str | Sequence[int] = "all",
                tta: str = "none", batch_size: int = 16, log=print,
-               postprocess: bool = False) -> dict[str, Any]:
+               postprocess: bool = False, use_ema: bool = True) -> dict[str, Any]:
   """Grid search of (checkpoint step, k, threshold) by mean Jaccard on `eval_set` (validation),
   of the post-processed masks with `postprocess`.
 
@@ -226,7 +226,7 @@ def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[flo
   skipped = []
   for step in chosen_steps:
     try:
-      model = inference.load_model(workdir, step=step, use_selection=False)
+      model = inference.load_model(workdir, step=step, use_selection=False, use_ema=use_ema)
     except inference.RunError as e:  # a damaged checkpoint: search the others
       skipped.append(step)
       log(f"  {workdir} step {step}: skipped, {e}")
@@ -264,12 +264,15 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
              search_steps: str | Sequence[int] = "all", step: int | None = None,
              k: float | None = None, threshold: float | None = None, use_selection: bool = True,
              batch_size: int = 16, num_worst: int = 6, num_examples: int = 8,
-             log=print, postprocess: bool = False) -> dict[str, Any]:
+             log=print, postprocess: bool | None = False,
+             use_ema: bool = True) -> dict[str, Any]:
   """Scores runs (one, or several as an ensemble) on a split; writes and returns the summary.
 
   With `postprocess`, every thresholded mask is reduced to its largest connected component with
   its holes filled (segan_jax.postprocess) at the original resolution before it is scored or
-  drawn, and --search selects on the post-processed masks.
+  drawn, and --search selects on the post-processed masks; None takes the first run's
+  config.eval.postprocess. `use_ema=False` scores the raw weights of runs that also keep a moving
+  average (train.ema_decay > 0).
   """
   workdirs = list(workdirs)
   if not workdirs:
@@ -282,6 +285,8 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
   inference.view_transforms(tta)
 
   first_config = inference.load_config(workdirs[0])
+  if postprocess is None:
+    postprocess = bool(first_config.eval.postprocess)
   if postprocess and int(first_config.model.num_classes) > 1:
     raise EvaluationError("--postprocess keeps one lesion's largest component; "
                           f"{workdirs[0]} segments model.num_classes="
@@ -297,7 +302,7 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
       log(f"Searching checkpoint x k x threshold for {workdir} on {len(eval_set)} validation "
           f"images ({len(k_grid)} k x {len(threshold_grid)} thresholds)...")
       selection = search_run(workdir, eval_set, k_grid, threshold_grid, search_steps, tta,
-                             batch_size, log, postprocess)
+                             batch_size, log, postprocess, use_ema)
       selection["data"] = {"source": config.data.source, "dir": config.data.dir,
                            "split": split}
       path = inference.write_selection(workdir, selection)
@@ -307,7 +312,8 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
           f"threshold={selection['threshold']:g} (validation Jaccard "
           f"{selection['validation_jaccard']:.4f}); stored in {path}")
 
-  models = inference.load_models(workdirs, step, k, threshold, use_selection or search)
+  models = inference.load_models(workdirs, step, k, threshold, use_selection or search,
+                                 use_ema=use_ema)
   if models[0].image_size != int(config.data.image_size):
     raise EvaluationError("The runs' data.image_size differs from the first run's config.")
   predictor = inference.Predictor(models, batch_size, tta)
@@ -547,8 +553,11 @@ def _define_flags():
   flags.DEFINE_float("k", None, "Override k.")
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
-  flags.DEFINE_bool("postprocess", False, "Score each mask's largest connected component with its "
-                    "holes filled (at the original size; --search selects on them too).")
+  flags.DEFINE_bool("use_ema", True, "Score the moving average of S's weights where the run keeps "
+                    "one (train.ema_decay > 0); --nouse_ema scores the raw weights.")
+  flags.DEFINE_bool("postprocess", None, "Score each mask's largest connected component with its "
+                    "holes filled (at the original size; --search selects on them too). Default: the "
+                    "run's config.eval.postprocess.")
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_integer("num_worst", 6, "Worst images drawn in worst_cases.png.")
   flags.DEFINE_integer("num_examples", 8, "Images drawn in examples.png, spread evenly over the "
@@ -589,7 +598,7 @@ def main(argv):
            search_steps=steps, step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,
            use_selection=FLAGS.use_selection, batch_size=FLAGS.batch_size,
            num_worst=FLAGS.num_worst, num_examples=FLAGS.num_examples,
-           postprocess=FLAGS.postprocess)
+           postprocess=FLAGS.postprocess, use_ema=FLAGS.use_ema)
 
 
 def run() -> None:

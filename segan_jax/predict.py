@@ -333,14 +333,17 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
                   batch_size: int = 8, tta: str = "none", save_probabilities: bool = False,
                   save_overlays: bool = False, recursive: bool = False, progress: bool = True,
                   workers: int = 4, log=print, overwrite: bool = False,
-                  postprocess: bool = False) -> dict[str, Any]:
+                  postprocess: bool | None = False) -> dict[str, Any]:
   """Segments every image of `inputs` into `output`; returns the report (predict_summary.json).
 
   With `postprocess`, each mask is its largest connected component with its holes filled
-  (segan_jax.postprocess), at the original size, as `evaluate --postprocess` scores it.
+  (segan_jax.postprocess), at the original size, as `evaluate --postprocess` scores it; None
+  takes the first run's config.eval.postprocess.
   Raises OutputError before any work if the outputs would replace files (see check_output).
   """
   t0 = time.time()
+  if postprocess is None:
+    postprocess = bool(models[0].config.eval.postprocess)
   if postprocess and models[0].num_classes > 1:
     raise UserError("--postprocess keeps one lesion's largest component; the run segments "
                     f"model.num_classes={models[0].num_classes} classes. Leave --postprocess out.")
@@ -455,8 +458,10 @@ def _define_flags():
   flags.DEFINE_bool("tta", False, "Average the maps of the 4 flipped views.")
   flags.DEFINE_bool("save_probabilities", False, "Also write <id>_probability.png (8-bit).")
   flags.DEFINE_bool("save_overlays", False, "Also write <id>_overlay.jpg (contour on the photo).")
-  flags.DEFINE_bool("postprocess", False, "Keep each mask's largest connected component and fill "
-                    "its holes (at the original size).")
+  flags.DEFINE_bool("postprocess", None, "Keep each mask's largest connected component and fill "
+                    "its holes (at the original size). Default: the run's config.eval.postprocess.")
+  flags.DEFINE_bool("use_ema", True, "Use the moving average of S's weights where the run keeps one "
+                    "(train.ema_decay > 0); --nouse_ema uses the raw weights.")
   flags.DEFINE_bool("recursive", False, "Search input folders recursively.")
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
   flags.DEFINE_integer("step", None, "Checkpoint step (single run; default: selection or latest).")
@@ -484,7 +489,7 @@ def main(argv):
   import jax  # noqa: F401 - after configure, which may restart the process
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
-                                 FLAGS.use_selection)
+                                 FLAGS.use_selection, use_ema=FLAGS.use_ema)
   for m in models:
     print(f"model {m.workdir}: step {m.step} ({m.sources['step']}), k={m.k:g} "
           f"({m.sources['k']}), threshold={m.threshold:g} ({m.sources['threshold']})")

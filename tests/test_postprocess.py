@@ -12,7 +12,7 @@ import pytest
 from eval_fixtures import BATCH
 from PIL import Image
 
-from segan_jax import evaluate, metrics
+from segan_jax import evaluate, inference, metrics, predict
 from segan_jax.postprocess import fill_holes, largest_component, postprocess_mask
 
 
@@ -117,3 +117,34 @@ def test_evaluate_postprocess_scores_what_predict_postprocess_writes(trained_run
   assert not plain["postprocess"]
   plain_rows = _rows(tmp_path / "plain" / "per_image.csv")
   assert any(plain_rows[n]["jaccard"] != rows[n]["jaccard"] for n in sizes)
+
+
+def test_config_eval_postprocess_is_the_default_of_evaluate_and_predict(run_copy, tmp_path):
+  """A run whose config sets eval.postprocess is scored and predicted post-processed unless the
+  caller says otherwise; the default config leaves masks as thresholded."""
+  path = os.path.join(run_copy, "config.json")
+  with open(path) as f:
+    config = json.load(f)
+  assert config["eval"].get("postprocess", False) is False
+  config["eval"]["postprocess"] = True
+  with open(path, "w") as f:
+    json.dump(config, f)
+  data = str(tmp_path / "data")
+  _held_out_folder(data, np.random.default_rng(12))
+  kwargs = dict(split="all", data_source="folder", data_dir=data, threshold=0.5,
+                batch_size=BATCH, num_worst=0, num_examples=0, log=lambda *_: None)
+  by_config = evaluate.evaluate([run_copy], output=str(tmp_path / "a"), postprocess=None, **kwargs)
+  overridden = evaluate.evaluate([run_copy], output=str(tmp_path / "b"), postprocess=False,
+                                 **kwargs)
+  assert by_config["postprocess"] is True and overridden["postprocess"] is False
+  a, b = _rows(tmp_path / "a" / "per_image.csv"), _rows(tmp_path / "b" / "per_image.csv")
+  assert any(a[n]["jaccard"] != b[n]["jaccard"] for n in a)
+
+  models = inference.load_models([run_copy], threshold=0.5)
+  report = predict.predict_files(models, [os.path.join(data, "images")], str(tmp_path / "p"),
+                                 batch_size=BATCH, progress=False, log=lambda *_: None,
+                                 postprocess=None)
+  assert report["postprocess"] is True
+  for name in a:
+    written = np.asarray(Image.open(tmp_path / "p" / f"{name}_segmentation.png")) > 127
+    assert np.array_equal(postprocess_mask(written), written)

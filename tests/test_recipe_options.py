@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from segan_jax import checkpoints, inference, train
+from segan_jax import checkpoints, evaluate, inference, train
 from segan_jax.config_validation import ConfigError, validate_config
 from segan_jax.configs import isic2017, isic2017_authors
 from segan_jax.train_state import EMATrainState, TrainState
@@ -74,6 +74,12 @@ def test_moving_average_and_spectral_norm_are_checkpointed_and_used_for_inferenc
   p_avg = inference.Predictor([averaged], 2).probabilities(images)
   p_raw = inference.Predictor([raw], 2).probabilities(images)
   assert not np.allclose(p_avg, p_raw, atol=1e-5)
+  # evaluate scores the average by default and the raw weights with use_ema=False (--nouse_ema).
+  scored = {use: evaluate.evaluate([workdir], output=str(tmp_path / f"eval_{use}"), use_ema=use,
+                                   batch_size=2, num_worst=0, num_examples=0,
+                                   log=lambda *_: None)
+            for use in (True, False)}
+  assert [scored[u]["models"][0]["weights"] for u in (True, False)] == ["ema", "raw"]
 
   # A run without the average (trained before it existed, or with ema_decay 0) keeps its
   # structure: a plain TrainState, no `ema` in the checkpoint; it loads with its raw weights.

@@ -90,4 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.threshold = 0.4
   config.eval.batch_size = 16  # as evaluate and predict
   config.eval.num_panels = 4
+  # Masks reduced to their largest connected component with holes filled, by default, in
+  # evaluate and predict (their --postprocess flag overrides it; one class only).
+  config.eval.postprocess = False
   return config

@@ -9,8 +9,12 @@ resolution, threshold and k as the run's checkpoint stores them, every combinati
                    resize_height, 180x135: the scale of the training crops, aspect kept for 4:3
                    photographs), reflect-padded to the next size the network accepts (256x256),
                    the map cropped back;
+           train_scale_tiles: the same 180x135 image seen as the four 128x128 corner windows
+                   (the training crops' size and scale), their maps averaged where they overlap;
   weights  ema (S's moving average, where the run keeps one) | raw;
   masks    plain | post (largest connected component, holes filled: segan_jax.postprocess).
+Post-processing and the raw weights are scored on the squash view only (scoring at the original
+resolution is what takes the time).
 
   python experiments/inference_view.py --workdir=runs/ref/authors_settings_s0 \
       --workdir=runs/ref/authors_settings_s1 --data_dir=/data/isic2017 --out=runs/ref/views.json
@@ -34,7 +38,7 @@ from segan_jax.data import arrays as data_arrays
 from segan_jax.evaluate import apply_data_overrides, load_eval_set
 from segan_jax.models import MIN_SIDE, segment_inference
 
-VIEWS = ("squash", "train_scale")
+VIEWS = ("squash", "train_scale", "train_scale_tiles")
 MASKS = ("plain", "post")
 METRICS = ("jaccard", "dice", "accuracy", "thresholded_jaccard")
 
@@ -56,6 +60,28 @@ def network_inputs(images: np.ndarray, view: str, config) -> tuple[np.ndarray, t
   padded = [np.pad(im, ((top, ph - h - top), (left, pw - w - left), (0, 0)), mode="reflect")
             for im in resized]
   return np.stack(padded), (top, left, h, w)
+
+
+def tile_corners(height: int, width: int, side: int) -> list[tuple[int, int]]:
+  """Top-left corners of the side x side windows at the four corners of a height x width image."""
+  return sorted({(top, left) for top in (0, height - side) for left in (0, width - side)})
+
+
+def tiled_probability_maps(model: inference.LoadedModel, images: np.ndarray, config,
+                           batch: int = 8) -> np.ndarray:
+  """sigmoid(logits / k) of the training-scale image from its four corner windows, averaged where
+  they overlap: (M, resize_height, resize_width)."""
+  side = int(config.data.image_size)
+  h, w = int(config.data.resize_height), int(config.data.resize_width)
+  resized = np.stack([data_arrays.resize_image(im, h, w) for im in images])
+  total = np.zeros(resized.shape[:3], np.float32)
+  count = np.zeros((h, w), np.float32)
+  for top, left in tile_corners(h, w, side):
+    window = resized[:, top:top + side, left:left + side]
+    total[:, top:top + side, left:left + side] += probability_maps(
+        model, window, (0, 0, side, side), batch)
+    count[top:top + side, left:left + side] += 1
+  return total / count
 
 
 def probability_maps(model: inference.LoadedModel, inputs: np.ndarray, window: tuple,
@@ -85,10 +111,12 @@ def score_run(workdir: str, data_dir: str | None) -> dict[str, dict[str, dict[st
   results = {}
   for weight in weights:
     model = inference.load_model(workdir, use_selection=False, use_ema=(weight == "ema"))
-    for view in VIEWS:
-      inputs, window = network_inputs(eval_set.images, view, config)
-      probs = probability_maps(model, inputs, window)
-      for mask in MASKS:
+    for view in VIEWS if weight == weights[0] else VIEWS[:1]:
+      if view == "train_scale_tiles":
+        probs = tiled_probability_maps(model, eval_set.images, config)
+      else:
+        probs = probability_maps(model, *network_inputs(eval_set.images, view, config))
+      for mask in MASKS if view == "squash" else MASKS[:1]:
         post = postprocess.postprocess_mask if mask == "post" else None
         results[f"{view}/{weight}/{mask}"] = {
             i: metrics.score_prediction(p, t, model.threshold, post)

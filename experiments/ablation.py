@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from segan_jax.configs import isic2017, isic2017_authors
+from segan_jax.configs import isic2017, isic2017_authors, isic2017_plus
 
 
 class Row(NamedTuple):
@@ -50,10 +50,10 @@ PROTOCOL_FIELDS = ("model.width", "train.batch_size", "train.num_steps", "train.
                    "data.dir", "eval.threshold")
 
 
-def authors_recipe_overrides() -> tuple[str, ...]:
-  """--config overrides that turn default.py into configs/isic2017_authors.py's recipe: every
-  field in which that config differs from the paper's (configs/isic2017.py), protocol fields
-  left out."""
+def recipe_overrides(recipe) -> tuple[str, ...]:
+  """--config overrides that turn default.py into a recipe config's recipe (`recipe`: a config
+  module such as configs/isic2017_authors.py): every field in which that config differs from the
+  paper's (configs/isic2017.py), protocol fields left out."""
 
   def flat(d, prefix=""):
     out = {}
@@ -62,7 +62,7 @@ def authors_recipe_overrides() -> tuple[str, ...]:
     return out
 
   paper = flat(isic2017.get_config().to_dict())
-  authors = flat(isic2017_authors.get_config().to_dict())
+  authors = flat(recipe.get_config().to_dict())
   changed = sorted(k for k in authors if k not in PROTOCOL_FIELDS and paper.get(k) != authors[k])
   text = lambda v: "(" + ",".join(str(x) for x in v) + ")" if isinstance(v, (tuple, list)) else v
   return tuple(f"--config.{k}={text(authors[k])}" for k in changed)
@@ -109,7 +109,7 @@ ROWS = {
     "whole_image": Row("SegAN with the whole image resized instead of a crop half the time "
                        "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
-                          "width, length and batch)", authors_recipe_overrides()),
+                          "width, length and batch)", recipe_overrides(isic2017_authors)),
     # The authors' loss, optimizer and colour settings (constant rate), then with their view.
     "authors_settings": Row(
         "The authors' loss (+ Dice, weighted concatenated features), Adam 2e-4 b1 0.5 constant, "
@@ -118,6 +118,9 @@ ROWS = {
     "authors_settings_view": Row(
         "authors_settings with the whole image resized instead of a crop half the time",
         AUTHORS_SETTINGS + ("--config.train.ema_decay=0.99", "--config.data.whole_image_prob=0.5")),
+    "isic2017_plus": Row("configs/isic2017_plus.py (the paper's recipe and what the ablation "
+                         "shows helps) at the protocol's width, length and batch",
+                         recipe_overrides(isic2017_plus)),
     # Cheap improvements.
     "ema": Row("SegAN scored with the moving average of S's weights (decay 0.99)",
                ("--config.train.ema_decay=0.99",)),

@@ -83,15 +83,22 @@ def test_every_row_names_valid_config_fields(ablation):
   assert any("--postprocess" in spec.evaluate_flags for spec in ablation.ROWS.values())
 
 
-def test_authors_recipe_row_is_the_authors_config_but_for_the_protocol(ablation):
-  from segan_jax.configs import isic2017, isic2017_authors
-  config = _apply(isic2017.get_config(), ablation.authors_recipe_overrides())
-  authors = isic2017_authors.get_config()
+@pytest.mark.parametrize("row, module", [("authors_recipe", "isic2017_authors"),
+                                         ("isic2017_plus", "isic2017_plus")])
+def test_recipe_rows_are_their_configs_but_for_the_protocol(ablation, row, module):
+  import importlib
+  from segan_jax.configs import isic2017
+  recipe = importlib.import_module(f"segan_jax.configs.{module}")
+  overrides = ablation.ROWS[row].overrides
+  assert overrides == ablation.recipe_overrides(recipe)
+  config = _apply(isic2017.get_config(), overrides)
+  target = recipe.get_config()
   for field in ablation.PROTOCOL_FIELDS:  # the protocol's, set by its common arguments
     section, name = field.split(".")
-    config[section][name] = authors[section][name]
-  assert json.loads(config.to_json()) == json.loads(authors.to_json())
-  assert "--config.loss.dice_form=authors" in ablation.authors_recipe_overrides()
+    config[section][name] = target[section][name]
+  assert json.loads(config.to_json()) == json.loads(target.to_json())
+  if module == "isic2017_authors":
+    assert "--config.loss.dice_form=authors" in overrides
 
 
 def test_post_processed_row_scores_the_trained_rows_runs(ablation, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 
 from segan_jax import checkpoints, evaluate, inference, train
 from segan_jax.config_validation import ConfigError, validate_config
-from segan_jax.configs import isic2017, isic2017_authors
+from segan_jax.configs import isic2017, isic2017_authors, isic2017_plus
 from segan_jax.train_state import EMATrainState, TrainState
 
 
@@ -44,6 +44,32 @@ def test_authors_recipe_config_validates_and_trains_two_steps(tmp_path):
   assert config.train.num_epochs == paper.train.num_epochs  # only the recipe differs
   result = train.train_and_evaluate(_tiny(config), str(tmp_path / "run"))
   assert result["step"] == 2 and np.isfinite(result["val"]["jaccard"])
+
+
+def test_plus_config_is_the_paper_recipe_with_its_measured_changes_and_trains(tmp_path):
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+  config = isic2017_plus.get_config()
+  config.data.dir = str(tmp_path)
+  validate_config(config)
+  plus, paper = flat(config.to_dict()), flat(isic2017.get_config().to_dict())
+  paper["data.dir"] = str(tmp_path)
+  changed = {k: plus[k] for k in plus if plus[k] != paper.get(k)}
+  assert changed == {
+      "loss.dice_weight": 1.0, "loss.feature_reduction": "concatenated",
+      "loss.layer_weights": (1, 1, 2, 2, 2, 2, 4), "optim.learning_rate": 2e-4,
+      "optim.b1": 0.5, "optim.schedule": "constant", "data.brightness": 0.0,
+      "data.contrast": 0.0, "data.saturation": 0.0, "data.hue": 0.0,
+      "data.whole_image_prob": 0.5, "train.ema_decay": 0.99, "eval.postprocess": True}
+  # SegAN's critic and schedule stay: adversarial term, adaptive logistic, clipping, width, length.
+  assert config.loss.adversarial_weight == 1.0 and config.schedule.k_decay == paper["schedule.k_decay"]
+  result = train.train_and_evaluate(_tiny(config), str(tmp_path / "run"))
+  assert result["step"] == 2 and np.isfinite(result["val"]["jaccard"])
+  assert inference.load_model(str(tmp_path / "run")).weights == "ema"
 
 
 def test_moving_average_and_spectral_norm_are_checkpointed_and_used_for_inference(

@@ -19,6 +19,7 @@ resolution is what takes the time).
   python experiments/inference_view.py --workdir=runs/ref/authors_settings_s0 \
       --workdir=runs/ref/authors_settings_s1 --data_dir=/data/isic2017 --out=runs/ref/views.json
 
+`--scores=runs/ref/views.json` adds the runs an earlier call scored (its --out) to the summary.
 Prints one line per variant (mean over runs of the mean Jaccard, Dice, accuracy, thresholded
 Jaccard) and the paired per-image difference of each variant against the first (squash, ema where
 kept, plain), each image's Jaccard averaged over the runs, with a 95% bootstrap interval over
@@ -139,12 +140,23 @@ def paired(per_run: list[dict], base: str, other: str, draws: int = 10000) -> st
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", action="append", required=True,
+  parser.add_argument("--workdir", action="append", default=[],
                       help="a training run (repeat for seeds: each image's Jaccard is averaged)")
+  parser.add_argument("--scores", action="append", default=[],
+                      help="an earlier --out file whose runs join this summary unscored again")
   parser.add_argument("--data_dir", default=None, help="override config.data.dir")
   parser.add_argument("--out", default=None, help="JSON of every run's per-image scores")
   args = parser.parse_args()
-  per_run = [score_run(w, args.data_dir) for w in args.workdir]
+  runs, per_run = [], []
+  for path in args.scores:
+    with open(path) as f:
+      earlier = json.load(f)
+    runs += earlier["runs"]
+    per_run += earlier["scores"]
+  runs += args.workdir
+  per_run += [score_run(w, args.data_dir) for w in args.workdir]
+  if not per_run:
+    parser.error("give --workdir (runs to score) or --scores (earlier results)")
   variants = [v for v in per_run[0] if all(v in r for r in per_run)]
   print(f"\n{len(per_run)} run(s), {len(per_run[0][variants[0]])} held-out images; mean over "
         "runs (min-max), in %:")
@@ -163,7 +175,7 @@ def main() -> None:
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-      json.dump({"runs": args.workdir, "scores": per_run}, f)
+      json.dump({"runs": runs, "scores": per_run}, f)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The paper's networks, critic, multi-scale L1 objective, adaptive logistic and 300 epochs of
 batch 25 (configs/isic2017.py), plus the changes below, measured at width 16, batch 25, 1000
 steps on the 200 held-out training pairs (docs/quality.md; experiments/RESULTS.md, "The reference
-budget"); together +6.3 Jaccard over the paper's recipe there (81.4 against 75.2):
+budget"); together +8.0 Jaccard over the paper's recipe there (81.4 against 73.5):
 - the authors' loss, optimiser and colour settings, measured together against the paper's: a
   soft Dice term beside the critic's L1 term, one L1 over the concatenated critic features
   weighted 1, 1, 2, 2, 2, 2, 4, Adam 2e-4 with beta1 0.5 at a constant rate, no colour jitter;

@@ -207,7 +207,8 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
   writer = summaries.create_writer(workdir, just_logging=not lead, resume_step=start_step)
   stack.callback(writer.close)  # also when training stops with an error: its logs are kept
   if start_step == 0:
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+    writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                         for k, v in run_dir.flatten_config(config.to_dict()).items()})
 
   num_steps = total_steps(config, steps_per_epoch)
   if config.train.get("num_epochs", 0):
@@ -319,12 +320,3 @@ def _write_json(path: str, payload: dict[str, Any]) -> None:
   run_dir.write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-  return out

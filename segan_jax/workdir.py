@@ -93,11 +93,12 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested config dict (ConfigDict.to_dict() or config.json) as {"section.field": value}."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten_config(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = v
   return out
@@ -128,9 +129,9 @@ def config_changes(old: dict[str, Any], config: ml_collections.ConfigDict
   (configs written before a field existed).
   """
   from segan_jax.configs import default
-  new = _flatten(json.loads(config_as_json(config)))
-  before = _flatten(old)
-  defaults = _flatten(json.loads(config_as_json(default.get_config())))
+  new = flatten_config(json.loads(config_as_json(config)))
+  before = flatten_config(old)
+  defaults = flatten_config(json.loads(config_as_json(default.get_config())))
   changes = []
   for key in sorted(set(new) | set(before)):
     if key in RESUMABLE_FIELDS:

@@ -12,6 +12,7 @@ from segan_jax import checkpoints, evaluate, inference, train
 from segan_jax.config_validation import ConfigError, validate_config
 from segan_jax.configs import isic2017, isic2017_authors, isic2017_plus
 from segan_jax.train_state import EMATrainState, TrainState
+from segan_jax.workdir import flatten_config
 
 
 def _tiny(config):
@@ -47,16 +48,11 @@ def test_authors_recipe_config_validates_and_trains_two_steps(tmp_path):
 
 
 def test_plus_config_is_the_paper_recipe_with_its_measured_changes_and_trains(tmp_path):
-  def flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
   config = isic2017_plus.get_config()
   config.data.dir = str(tmp_path)
   validate_config(config)
-  plus, paper = flat(config.to_dict()), flat(isic2017.get_config().to_dict())
+  plus = flatten_config(config.to_dict())
+  paper = flatten_config(isic2017.get_config().to_dict())
   paper["data.dir"] = str(tmp_path)
   changed = {k: plus[k] for k in plus if plus[k] != paper.get(k)}
   assert changed == {

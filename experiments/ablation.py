@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from segan_jax.configs import isic2017, isic2017_authors, isic2017_plus
+from segan_jax.workdir import flatten_config
 
 
 class Row(NamedTuple):
@@ -54,15 +55,8 @@ def recipe_overrides(recipe) -> tuple[str, ...]:
   """--config overrides that turn default.py into a recipe config's recipe (`recipe`: a config
   module such as configs/isic2017_authors.py): every field in which that config differs from the
   paper's (configs/isic2017.py), protocol fields left out."""
-
-  def flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-  paper = flat(isic2017.get_config().to_dict())
-  authors = flat(recipe.get_config().to_dict())
+  paper = flatten_config(isic2017.get_config().to_dict())
+  authors = flatten_config(recipe.get_config().to_dict())
   changed = sorted(k for k in authors if k not in PROTOCOL_FIELDS and paper.get(k) != authors[k])
   text = lambda v: "(" + ",".join(str(x) for x in v) + ")" if isinstance(v, (tuple, list)) else v
   return tuple(f"--config.{k}={text(authors[k])}" for k in changed)
@@ -121,6 +115,14 @@ ROWS = {
     "isic2017_plus": Row("configs/isic2017_plus.py (the paper's recipe and what the ablation "
                          "shows helps) at the protocol's width, length and batch",
                          recipe_overrides(isic2017_plus)),
+    # isic2017_plus's recipe with its critic removed: the segmentor alone, with the same optimiser,
+    # views, moving average and post-processing, trained by Dice or by cross-entropy.
+    "plus_dice_only": Row("isic2017_plus without the critic: the segmentor alone, soft Dice",
+                          recipe_overrides(isic2017_plus) + ("--config.loss.adversarial_weight=0.0",)),
+    "plus_bce_only": Row("isic2017_plus without the critic: the segmentor alone, binary "
+                         "cross-entropy", recipe_overrides(isic2017_plus)
+                         + ("--config.loss.adversarial_weight=0.0", "--config.loss.dice_weight=0.0",
+                            "--config.loss.bce_weight=1.0")),
     # Cheap improvements.
     "ema": Row("SegAN scored with the moving average of S's weights (decay 0.99)",
                ("--config.train.ema_decay=0.99",)),

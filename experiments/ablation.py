@@ -71,6 +71,9 @@ AUTHORS_SETTINGS = ("--config.loss.dice_weight=1.0", "--config.loss.layer_weight
                     "--config.data.contrast=0.0", "--config.data.saturation=0.0",
                     "--config.data.hue=0.0")
 
+# isic2017_plus's recipe as overrides, shared by its row and the rows that take its critic away.
+PLUS_RECIPE = recipe_overrides(isic2017_plus)
+
 ROWS = {
     "segan_paper": Row("SegAN as in the paper (multi-scale L1, adaptive logistic, clip 0.05)"),
     "segan_authors": Row("SegAN as in the authors' code (+ Dice, weighted concatenated features)",
@@ -113,16 +116,16 @@ ROWS = {
         "authors_settings with the whole image resized instead of a crop half the time",
         AUTHORS_SETTINGS + ("--config.train.ema_decay=0.99", "--config.data.whole_image_prob=0.5")),
     "isic2017_plus": Row("configs/isic2017_plus.py (the paper's recipe and what the ablation "
-                         "shows helps) at the protocol's width, length and batch",
-                         recipe_overrides(isic2017_plus)),
+                         "shows helps) at the protocol's width, length and batch", PLUS_RECIPE),
     # isic2017_plus's recipe with its critic removed: the segmentor alone, with the same optimiser,
     # views, moving average and post-processing, trained by Dice or by cross-entropy.
     "plus_dice_only": Row("isic2017_plus without the critic: the segmentor alone, soft Dice",
-                          recipe_overrides(isic2017_plus) + ("--config.loss.adversarial_weight=0.0",)),
+                          PLUS_RECIPE + ("--config.loss.adversarial_weight=0.0",)),
     "plus_bce_only": Row("isic2017_plus without the critic: the segmentor alone, binary "
-                         "cross-entropy", recipe_overrides(isic2017_plus)
-                         + ("--config.loss.adversarial_weight=0.0", "--config.loss.dice_weight=0.0",
-                            "--config.loss.bce_weight=1.0")),
+                         "cross-entropy",
+                         PLUS_RECIPE + ("--config.loss.adversarial_weight=0.0",
+                                        "--config.loss.dice_weight=0.0",
+                                        "--config.loss.bce_weight=1.0")),
     # Cheap improvements.
     "ema": Row("SegAN scored with the moving average of S's weights (decay 0.99)",
                ("--config.train.ema_decay=0.99",)),

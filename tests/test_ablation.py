@@ -128,7 +128,7 @@ def test_critic_free_rows_are_isic2017_plus_without_the_critic(ablation, row, lo
   from segan_jax.configs import isic2017, isic2017_plus
   from segan_jax.workdir import flatten_config
   config = _apply(isic2017.get_config(), ablation.ROWS[row].overrides)
+  plus = flatten_config(isic2017_plus.get_config().to_dict())
   changed = {k: v for k, v in flatten_config(config.to_dict()).items()
-             if k not in ablation.PROTOCOL_FIELDS
-             and flatten_config(isic2017_plus.get_config().to_dict())[k] != v}
-  assert changed == {f"loss.{k}": v for k, v in loss.items() if isic2017_plus.get_config().loss[k] != v}
+             if k not in ablation.PROTOCOL_FIELDS and plus[k] != v}
+  assert changed == {f"loss.{k}": v for k, v in loss.items() if plus[f"loss.{k}"] != v}

@@ -598,24 +598,36 @@ def decode_image(ref: FileRef, draft_size: tuple[int, int] | None = None,
   return np.ascontiguousarray(array), original, notes, data if passthrough else None
 
 
+def _one_channel(ref: FileRef, im: Image.Image, array: np.ndarray, expected_shape: str,
+                 expected_type: str) -> tuple[np.ndarray, list[str]]:
+  """A mask's pixels as one integer channel, and notes: a multi-channel mask whose colour channels
+  agree is read as one channel, a boolean one as uint8; anything else is a DataError naming what
+  was expected."""
+  notes = []
+  if array.ndim == 3:
+    colour = array[..., :3] if array.shape[-1] >= 3 else array[..., :1]
+    if not (colour == colour[..., :1]).all():
+      raise DataError(f"{ref}: a colour mask (mode {im.mode} with differing channels); expected "
+                      f"{expected_shape}.")
+    notes.append(f"{im.mode} masks read as one channel")
+    array = colour[..., 0]
+  if array.dtype == bool:
+    array = array.astype(np.uint8)
+  if array.dtype.kind not in "ui":
+    raise DataError(f"{ref}: mask pixels of type {array.dtype}; expected {expected_type}.")
+  return array, notes
+
+
 def _index_mask(ref: FileRef, im: Image.Image, num_classes: int) -> tuple[np.ndarray, list[str]]:
   """(h, w) uint8 class indices 0..num_classes of an index or palette mask, and notes."""
   notes = []
   array = np.asarray(im)  # a palette image gives its palette indices
   if im.mode == "P":
     notes.append("palette masks read by palette index")
-  if array.ndim == 3:
-    colour = array[..., :3] if array.shape[-1] >= 3 else array[..., :1]
-    if not (colour == colour[..., :1]).all():
-      raise DataError(f"{ref}: a colour mask (mode {im.mode} with differing channels); expected a "
-                      f"single-channel index mask (0 background, 1..{num_classes}) or a palette "
-                      "PNG whose palette index is the class.")
-    notes.append(f"{im.mode} masks read as one channel")
-    array = colour[..., 0]
-  if array.dtype == bool:
-    array = array.astype(np.uint8)
-  if array.dtype.kind not in "ui":
-    raise DataError(f"{ref}: mask pixels of type {array.dtype}; expected integer class indices.")
+  array, channel_notes = _one_channel(
+      ref, im, array, f"a single-channel index mask (0 background, 1..{num_classes}) or a "
+      "palette PNG whose palette index is the class", "integer class indices")
+  notes.extend(channel_notes)
   values = np.unique(array)
   top = int(values.max(initial=0))
   if top == 255 and set(values.tolist()) <= {0, 255}:
@@ -634,7 +646,6 @@ def decode_mask(ref: FileRef, nonbinary: str = "binarize", keep_bytes: bool = Fa
   """(h, w) uint8 mask with values 0/255 (num_classes > 1: class indices 0..N), notes, and the
   file's bytes if asked and already so."""
   data = ref.read()
-  notes = []
   try:
     im = Image.open(io.BytesIO(data))
     im.load()
@@ -644,18 +655,8 @@ def decode_mask(ref: FileRef, nonbinary: str = "binarize", keep_bytes: bool = Fa
     mask, notes = _index_mask(ref, im, num_classes)
     return mask, notes, None
   mode, fmt = im.mode, im.format
-  array = np.asarray(im)
-  if array.ndim == 3:
-    colour = array[..., :3] if array.shape[-1] >= 3 else array[..., :1]
-    if not (colour == colour[..., :1]).all():
-      raise DataError(f"{ref}: a colour mask (mode {mode} with differing channels); expected a "
-                      "single-channel 0/255 mask.")
-    notes.append(f"{mode} masks read as one channel")
-    array = colour[..., 0]
-  if array.dtype == bool:
-    array = array.astype(np.uint8)
-  if array.dtype.kind not in "ui":
-    raise DataError(f"{ref}: mask pixels of type {array.dtype}; expected integers (0/255).")
+  array, notes = _one_channel(ref, im, np.asarray(im), "a single-channel 0/255 mask",
+                              "integers (0/255)")
   if array.dtype == np.uint8 and array.ndim == 2:
     single = Image.fromarray(array) if im.mode != "L" else im
     values = np.flatnonzero(np.asarray(single.histogram()))  # C speed, no temporary arrays

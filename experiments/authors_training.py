@@ -54,14 +54,6 @@ IMAGES, MASKS = "ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth
 VAL_IMAGES, VAL_MASKS = "ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth"
 
 
-def read_ids(path: Path) -> list[str]:
-  with open(path) as f:
-    ids = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-  if not ids:
-    raise SystemExit(f"{path}: no ids")
-  return ids
-
-
 def link_pairs(data_dir: Path, ids: list[str], root: Path, images: str, masks: str) -> None:
   """Symlinks each id's image and mask of data_dir's official layout into root/images, root/masks."""
   for folder in (images, masks):
@@ -85,7 +77,10 @@ def split_ids(data_dir: Path, val_ids_file: Path) -> tuple[list[str], list[str]]
   if not folder.is_dir():
     raise SystemExit(f"{folder} not found: --data_dir must hold the official ISIC 2017 layout")
   all_ids = sorted(p.stem for p in folder.glob("*.jpg"))
-  held = read_ids(val_ids_file)
+  from segan_jax.data.folder import read_ids
+  held = read_ids(str(val_ids_file))
+  if not held:
+    raise SystemExit(f"{val_ids_file}: no ids")
   missing = sorted(set(held) - set(all_ids))
   if missing:
     raise SystemExit(f"{val_ids_file}: {len(missing)} ids are not in {folder} (e.g. {missing[0]})")
@@ -176,10 +171,10 @@ def score(args, variants: dict, ids: list[str], out: Path, log) -> dict:
   rows = []
   for name, probs in variants.items():
     acc = score_probs(probs[order], eval_set, args.threshold)
-    summary["variants"][name] = {"summary": acc.summary(), "threshold": args.threshold,
+    s = acc.summary()
+    summary["variants"][name] = {"summary": s, "threshold": args.threshold,
                                  "tta": name.endswith("+tta")}
     rows.extend({"variant": name, **row} for row in acc.rows())
-    s = acc.summary()
     log(f"{name}: Jaccard {s['jaccard']:.4f}, Dice {s['dice']:.4f}, accuracy "
         f"{s['accuracy']:.4f}, thresholded Jaccard {s['thresholded_jaccard']:.4f}")
   target = out / "eval" / "validation"

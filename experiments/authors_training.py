@@ -35,9 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import collections.abc
-import csv
 import importlib
-import json
 import os
 import random
 import sys
@@ -151,7 +149,7 @@ def score(args, variants: dict, ids: list[str], out: Path, log) -> dict:
   """Scores each variant with segan_jax's scorer at the original resolution; writes the files
   experiments/ablation.py reads."""
   from segan_jax.configs import isic2017
-  from segan_jax.evaluate import load_eval_set, score as score_probs
+  from segan_jax.evaluate import load_eval_set, score as score_probs, write_csv, write_json
   config = isic2017.get_config()
   config.data.source = "folder"
   config.data.dir = str(args.data_dir)
@@ -179,12 +177,8 @@ def score(args, variants: dict, ids: list[str], out: Path, log) -> dict:
         f"{s['accuracy']:.4f}, thresholded Jaccard {s['thresholded_jaccard']:.4f}")
   target = out / "eval" / "validation"
   target.mkdir(parents=True, exist_ok=True)
-  with open(target / "summary.json", "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(target / "per_image_all_variants.csv", "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+  write_json(str(target / "summary.json"), summary)
+  write_csv(str(target / "per_image_all_variants.csv"), rows)
   return summary
 
 

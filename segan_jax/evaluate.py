@@ -349,10 +349,10 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
       "gains": _gains(variants),
       "search": selections or None,
   }
-  _write_json(os.path.join(output, "summary.json"), result)
-  _write_csv(os.path.join(output, "per_image.csv"), scored[primary].rows())
+  write_json(os.path.join(output, "summary.json"), result)
+  write_csv(os.path.join(output, "per_image.csv"), scored[primary].rows())
   if len(variants) > 1:
-    _write_csv(os.path.join(output, "per_image_all_variants.csv"),
+    write_csv(os.path.join(output, "per_image_all_variants.csv"),
                [{"variant": name, **row} for name, acc in scored.items() for row in acc.rows()])
   worst = write_worst_cases(os.path.join(output, "worst_cases.png"), eval_set,
                             variants[primary]["probs"], scored[primary].rows(),
@@ -507,7 +507,8 @@ def format_table(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _write_json(path: str, payload: dict[str, Any]) -> None:
+def write_json(path: str, payload: dict[str, Any]) -> None:
+  """Writes `payload` as sorted, indented JSON, atomically (numpy scalars as numbers)."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
@@ -520,7 +521,8 @@ def _json_default(value):
   raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def _write_csv(path: str, rows: list[dict]) -> None:
+def write_csv(path: str, rows: list[dict]) -> None:
+  """Writes `rows` as CSV headed by the first row's keys, atomically; floats in full precision."""
   if not rows:
     return
   fields = list(rows[0])

@@ -121,14 +121,17 @@ def test_post_processed_row_scores_the_trained_rows_runs(ablation, tmp_path, mon
   assert f"--workdir={os.path.join(str(tmp_path), 'spectral_norm_s1')}" in score
 
 
-@pytest.mark.parametrize("row, loss", [
-    ("plus_dice_only", {"adversarial_weight": 0.0, "dice_weight": 1.0, "bce_weight": 0.0}),
-    ("plus_bce_only", {"adversarial_weight": 0.0, "dice_weight": 0.0, "bce_weight": 1.0})])
-def test_critic_free_rows_are_isic2017_plus_without_the_critic(ablation, row, loss):
+@pytest.mark.parametrize("row, changes", [
+    ("plus_dice_only", {"loss.adversarial_weight": 0.0}),
+    ("plus_bce_only", {"loss.adversarial_weight": 0.0, "loss.dice_weight": 0.0,
+                       "loss.bce_weight": 1.0}),
+    ("plus_spectral_norm", {"train.critic_constraint": "spectral_norm"}),
+    ("plus_authors_dice", {"loss.dice_form": "authors"})])
+def test_plus_rows_are_isic2017_plus_but_for_their_change(ablation, row, changes):
   from segan_jax.configs import isic2017, isic2017_plus
   from segan_jax.workdir import flatten_config
   config = _apply(isic2017.get_config(), ablation.ROWS[row].overrides)
   plus = flatten_config(isic2017_plus.get_config().to_dict())
   changed = {k: v for k, v in flatten_config(config.to_dict()).items()
              if k not in ablation.PROTOCOL_FIELDS and plus[k] != v}
-  assert changed == {f"loss.{k}": v for k, v in loss.items() if plus[f"loss.{k}"] != v}
+  assert changed == changes

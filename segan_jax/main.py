@@ -2,17 +2,20 @@
 
 --config is a config file, or the name of one in segan_jax/configs (default, isic2017, tiny, ...).
 
-Rerunning the same command resumes from the newest intact checkpoint. A workdir holds one run at a
-time, and its checkpoints continue only under the config they were trained with, unless
---allow_config_change. Errors a user can fix print one `error: ...` line and exit with status 2.
+Rerunning the same command resumes from the newest intact checkpoint; SIGTERM (a scheduler's
+stop, `timeout`) saves one at the end of the current step and exits with status 143. A workdir
+holds one run at a time, and its checkpoints continue only under the config they were trained
+with, unless --allow_config_change. Errors a user can fix print one `error: ...` line and exit
+with status 2.
 """
 
 import os
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from segan_jax import cli, compilation_cache, host_memory
+from segan_jax import cli, compilation_cache, graceful_stop, host_memory
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
@@ -50,7 +53,9 @@ def main(argv):
     jax.distributed.initialize()
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
   logging.info("JAX devices: %s", jax.devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+  if result.get("stopped_by"):  # saved and stopped early: an unfinished run, as SIGTERM's status
+    sys.exit(graceful_stop.EXIT_STOPPED)
 
 
 def run() -> None:

@@ -12,7 +12,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from segan_jax import checkpoints, panels, schedules, sharding, steps, summaries, validation
+from segan_jax import (checkpoints, graceful_stop, panels, schedules, sharding, steps, summaries,
+                       validation)
 from segan_jax import workdir as run_dir
 from segan_jax.config_validation import ConfigError, validate_config
 from segan_jax.data import arrays as data_arrays
@@ -149,7 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   One run at a time holds workdir (workdir.WorkdirLock). A workdir whose checkpoints were trained
   with another config is refused unless allow_config_change. config.json is written only once
   every check has passed and the checkpoint (if any) is restored. A non-finite loss or state
-  stops the run with TrainingDiverged before anything non-finite is saved.
+  stops the run with TrainingDiverged before anything non-finite is saved. SIGTERM (single
+  process) ends the run after the current step with its checkpoint saved; the result then names
+  the signal under "stopped_by" and metrics.json is not written.
   """
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
@@ -217,6 +220,8 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
     logging.info("The run is already at step %d, the run's length (%d steps): nothing to train; "
                  "scoring the restored model.", start_step, num_steps)
   batches = train_iterator(config, train_arrays, start_step)
+  # Several processes would have to agree on the step to stop at; they keep SIGTERM's default.
+  stop = stack.enter_context(graceful_stop.on_sigterm(enabled=jax.process_count() == 1))
   pending: list[dict[str, jax.Array]] = []
   pending_from = start_step + 1
   last_time, last_step = time.time(), start_step
@@ -261,7 +266,8 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
                if rate is not None else "steps/s from the next line")
       logging.info("step %d/%d | %s | k=%.3f | %s", done, num_steps, speed, means["k"], losses)
     validate_now = done % config.train.eval_every == 0 or done == num_steps
-    save_now = done % config.train.checkpoint_every == 0 or done == num_steps
+    stopping = stop.requested and done < num_steps  # read once: SIGTERM may come mid-save
+    save_now = done % config.train.checkpoint_every == 0 or done == num_steps or stopping
     if validate_now or save_now:
       check_pending()
       bad_parts = checkpoints.nonfinite_parts(segmentor=seg_state, critic=critic_state)
@@ -281,6 +287,12 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
                         "k": float(cfg.k_schedule(done)), "threshold": config.eval.threshold},
                        keep=config.train.keep_checkpoints)
       last_time = time.time()  # checkpointing and validation do not count towards steps/s.
+    if stopping:
+      logging.warning("%s received: stopped at step %d of %d with its checkpoint saved; rerun "
+                      "the same command to resume.", stop.signal_name, done, num_steps)
+      writer.flush()
+      return {"step": done, "val": summary, "stopped_by": stop.signal_name,
+              "wall_time_s": time.time() - t0}
   writer.flush()
 
   if not summary:  # Nothing left to train: score the restored model.

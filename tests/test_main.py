@@ -1,10 +1,12 @@
-"""End-to-end: `python -m segan_jax.main` on a tiny config writes everything, resumes, and a killed
-run resumed from its checkpoint ends bit-for-bit where an uninterrupted run ends."""
+"""End-to-end: `python -m segan_jax.main` on a tiny config writes everything, resumes, and a run
+killed, or stopped by SIGTERM, resumed from its checkpoint ends bit-for-bit where an uninterrupted
+run ends."""
 
 import glob
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -86,6 +88,25 @@ def test_resume_after_kill_is_bit_for_bit(tmp_path, monkeypatch):
   monkeypatch.setattr(checkpoints, "save", real_save)
   train.train_and_evaluate(config, str(tmp_path / "killed"))
 
+  # SIGTERM during step 2 (no checkpoint due before step 3): saved at 2, then resumed from there.
+  real_global_batch = train.sharding.global_batch
+  calls = []
+
+  def batch_then_sigterm(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_global_batch(*args, **kwargs)
+
+  monkeypatch.setattr(train.sharding, "global_batch", batch_then_sigterm)
+  stopped = train.train_and_evaluate(config, str(tmp_path / "stopped"))
+  monkeypatch.setattr(train.sharding, "global_batch", real_global_batch)
+  assert stopped["stopped_by"] == "SIGTERM" and stopped["step"] == 2
+  assert os.listdir(os.path.join(str(tmp_path / "stopped"), "checkpoints")) == ["2"]
+  assert not os.path.exists(os.path.join(str(tmp_path / "stopped"), "metrics.json"))
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+  assert train.train_and_evaluate(config, str(tmp_path / "stopped"))["step"] == 6
+
   def final_states(workdir):
     cfg = train.build_step_config(config, steps_per_epoch=4)
     seg, critic = train.create_states(config, cfg)
@@ -94,8 +115,32 @@ def test_resume_after_kill_is_bit_for_bit(tmp_path, monkeypatch):
     assert step == 6
     return seg, critic
 
-  for a, b in zip(final_states(str(tmp_path / "straight")),
-                  final_states(str(tmp_path / "killed"))):
-    jax.tree.map(np.testing.assert_array_equal,
-                 jax.device_get((a.params, a.batch_stats, a.opt_state)),
-                 jax.device_get((b.params, b.batch_stats, b.opt_state)))
+  for resumed in ("killed", "stopped"):
+    for a, b in zip(final_states(str(tmp_path / "straight")),
+                    final_states(str(tmp_path / resumed))):
+      jax.tree.map(np.testing.assert_array_equal,
+                   jax.device_get((a.params, a.batch_stats, a.opt_state)),
+                   jax.device_get((b.params, b.batch_stats, b.opt_state)))
+
+
+def test_sigterm_saves_and_exits_143(tmp_path):
+  workdir = str(tmp_path / "run")
+  cmd = [sys.executable, "-m", "segan_jax.main", f"--workdir={workdir}", f"--config={TINY}",
+         f"--jax_cache_dir={jax.config.jax_compilation_cache_dir or ''}",
+         "--config.train.num_steps=100000", "--config.train.log_every=1"]
+  proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+  lines = []
+  try:
+    for line in proc.stderr:
+      lines.append(line)
+      if "step 2/100000" in line:
+        proc.send_signal(signal.SIGTERM)
+        break
+    rest = proc.communicate(timeout=300)[1]
+  finally:
+    proc.kill()
+  log = "".join(lines) + rest
+  assert proc.returncode == 143, log[-3000:]
+  assert "SIGTERM received: stopped at step" in log and "Traceback" not in log
+  saved = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert len(saved) == 1 and 2 <= int(saved[0]) < 100000

@@ -8,29 +8,42 @@
 #      cores ('host'), each in images/s next to the training iteration's, and their ratio
 #      (pipeline_ratio_vs_train on the last line); with AUTHORS_DIR (a checkout of the authors'
 #      SegAN repository) their own NetS/NetC iteration is timed alongside;
-#   3. the paper's recipe (configs/isic2017.py: width 64, batch 25) trained on the real ISIC pairs
-#      in DATA (folder layout, held-out ids of experiments/isic2017_heldout_ids.txt never trained
-#      on), for as many steps as the measured iteration time fits into what is left;
+#   3. a recipe (CONFIG, a config of segan_jax/configs: isic2017_plus unless set; isic2017 is the
+#      paper's) at width TRAIN_WIDTH (64), batch TRAIN_BATCH (25), trained on the real ISIC pairs
+#      in DATA (folder layout; the held-out ids of VAL_IDS, by default
+#      experiments/isic2017_heldout_ids.txt, never trained on):
+#      by default for as many steps as the measured iteration time fits into what is left (the
+#      run's length, and so its rate schedule, set to those steps); with FULL=1 for the config's
+#      own length (300 epochs), resumed from WORK's run when a previous call left one there (a
+#      warm machine keeps /tmp between calls), and stopped by SIGTERM when the time is up, which
+#      saves the step reached so that the next call continues;
 #   4. that run scored on the held-out ids by the ISIC protocol (segan_jax.evaluate, test-time
-#      flips, final k, threshold 0.4).
+#      flips, final k, threshold 0.4, the config's post-processing).
 # Logs and results (not the checkpoints) are packed into OUT/gpu_results.tar.gz after each stage,
 # so a stage cut short still leaves the earlier ones; the last lines printed summarise them.
 #
 #   OUT=/tmp/out DATA=local_data/isic2017 BUDGET_S=520 bash experiments/gpu_checks.sh
+#   OUT=/tmp/out DATA=local_data/isic2017 BUDGET_S=560 BENCH_SPECS= FULL=1 \
+#       bash experiments/gpu_checks.sh      # the full isic2017_plus run, continued on each call
 #
 # A dry run on CPU at tiny sizes: BENCH_SPECS="4:float32" BENCH_STEPS=1 BENCH_WARMUP=0 \
 #   TRAIN_WIDTH=4 MAX_STEPS=8 OUT=/tmp/out bash experiments/gpu_checks.sh
+# (tests/test_gpu_checks.py runs stages 3 and 4 so on a small folder, with TRAIN_BATCH and VAL_IDS).
 set -u
 OUT=${OUT:?set OUT to the folder for results}
 DATA=${DATA:-local_data/isic2017}
 BUDGET_S=${BUDGET_S:-520}
-BENCH_SPECS=${BENCH_SPECS:-"64:float32 16:float32 64:bfloat16"}
+BENCH_SPECS=${BENCH_SPECS-"64:float32 16:float32 64:bfloat16"}  # "": none
 BENCH_STEPS=${BENCH_STEPS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-5}
 TRAIN_WIDTH=${TRAIN_WIDTH:-64}
 EVAL_RESERVE_S=${EVAL_RESERVE_S:-100}
 MAX_STEPS=${MAX_STEPS:-100000}
 TRAIN=${TRAIN:-1}  # 0: benchmarks only
+CONFIG=${CONFIG:-isic2017_plus}
+TRAIN_BATCH=${TRAIN_BATCH:-25}
+VAL_IDS=${VAL_IDS:-experiments/isic2017_heldout_ids.txt}  # never trained on; scored in stage 4
+FULL=${FULL:-0}  # 1: the config's own length, resumed across calls
 AUTHORS_DIR=${AUTHORS_DIR:-}  # e.g. ../shared/reference/segan_authors
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/segan_gpu_checks}
@@ -84,8 +97,8 @@ for spec in $BENCH_SPECS; do
   pack
 done
 
-echo "== 3. training the paper's recipe on $DATA ($(left) s left)"
-RUN="$WORK/isic2017_w${TRAIN_WIDTH}"
+echo "== 3. training $CONFIG on $DATA ($(left) s left)"
+RUN="$WORK/${CONFIG}_w${TRAIN_WIDTH}"
 train_budget=$(( TRAIN ? $(left) - EVAL_RESERVE_S : 0 ))
 steps=$("$PY" - "$WORK" "$train_budget" "$TRAIN_WIDTH" "$MAX_STEPS" <<'EOF'
 import glob, json, sys
@@ -106,15 +119,26 @@ steps = int((budget - 60 - 2.0 * compile_s) / per_step)
 print(max(min(steps, cap) // 4 * 4, 0))
 EOF
 )
-echo "training budget ${train_budget}s: ${steps} steps"
-if (( steps >= 8 )); then
-  q=$(( steps / 4 ))
-  timeout "$train_budget" "$PY" -m segan_jax.main --workdir="$RUN" \
-      --config=segan_jax/configs/isic2017.py --config.model.width="$TRAIN_WIDTH" \
-      --config.data.source=folder --config.data.dir="$DATA" \
-      --config.data.val_ids_file=experiments/isic2017_heldout_ids.txt \
-      --config.train.num_steps="$steps" --config.train.eval_every="$q" \
-      --config.train.checkpoint_every="$q" --config.train.log_every=25 > "$WORK/train.log" 2>&1
+common=(--workdir="$RUN" --config="segan_jax/configs/$CONFIG.py" --config.model.width="$TRAIN_WIDTH"
+        --config.data.source=folder --config.data.dir="$DATA" --config.data.val_ids_file="$VAL_IDS"
+        --config.train.batch_size="$TRAIN_BATCH" --config.train.log_every=25)
+if (( FULL )); then
+  # The config's length; validation and a checkpoint every 10 epochs of the 1800 pairs (batch 25).
+  latest=$(ls "$RUN/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
+  echo "training budget ${train_budget}s: the config's own length, from step ${latest:-0}"
+  length=(--config.train.eval_every=720 --config.train.checkpoint_every=720)
+  go=$(( train_budget >= 60 ))
+else
+  echo "training budget ${train_budget}s: ${steps} steps"
+  q=$(( steps / 4 > 0 ? steps / 4 : 1 ))
+  length=(--config.train.num_epochs=0 --config.train.num_steps="$steps"
+          --config.train.eval_every="$q" --config.train.checkpoint_every="$q")
+  go=$(( steps >= 8 ))
+fi
+if (( go )); then
+  # SIGTERM at the limit: the run saves the step it reached (exit 143); KILL a minute later.
+  timeout --kill-after=60 "$train_budget" "$PY" -m segan_jax.main "${common[@]}" "${length[@]}" \
+      >> "$WORK/train.log" 2>&1
   echo "training: exit $? after $(( $(date +%s) - START )) s"
   grep -E "step|Jaccard|jaccard" "$WORK/train.log" | tail -n 12
   pack

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from segan_jax.configs import isic2017, isic2017_authors, isic2017_plus
+from segan_jax.graceful_stop import EXIT_STOPPED
 from segan_jax.workdir import flatten_config
 
 
@@ -107,6 +108,11 @@ ROWS = {
                        "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
                           "width, length and batch)", recipe_overrides(isic2017_authors)),
+    # One of isic2017_authors' remaining departures from the authors' code, removed.
+    "authors_recipe_init": Row("The authors' recipe with their initialisation (He-normal kernels "
+                               "over the fan-out, BatchNorm scales N(1, 0.02))",
+                               (*recipe_overrides(isic2017_authors),
+                                "--config.model.init=authors")),
     # The authors' loss, optimizer and colour settings (constant rate), then with their view.
     "authors_settings": Row(
         "The authors' loss (+ Dice, weighted concatenated features), Adam 2e-4 b1 0.5 constant, "
@@ -168,8 +174,15 @@ def train_and_score(args, row: str, seed: int) -> None:
             f"--config.train.eval_every={args.eval_every or args.steps}",
             f"--config.train.checkpoint_every={max(args.steps // 4, 1)}",
             f"--config.schedule.k_decay_epochs={args.k_decay_epochs}"]
-  subprocess.run([sys.executable, "-m", "segan_jax.main", f"--workdir={workdir}", *common,
-                  *ROWS[trained].overrides], check=True)
+  try:
+    subprocess.run([sys.executable, "-m", "segan_jax.main", f"--workdir={workdir}", *common,
+                    *ROWS[trained].overrides], check=True)
+  except subprocess.CalledProcessError as e:
+    if e.returncode != EXIT_STOPPED:
+      raise
+    print(f"{workdir}: training was stopped (SIGTERM) and saved the step it reached; rerun the "
+          "same command to resume it.", file=sys.stderr)
+    sys.exit(EXIT_STOPPED)
   output = os.path.join(args.out, run_name(row, seed), "eval", "validation")
   subprocess.run([sys.executable, "-m", "segan_jax.evaluate", f"--workdir={workdir}",
                   "--split=validation", "--tta", "--nouse_selection", "--threshold=0.4",

@@ -8,6 +8,7 @@ import ml_collections
 from segan_jax.data.folder import NONBINARY_MASKS, ON_BAD_PAIRS, SIZE_CHECKS
 from segan_jax.data.synthetic import CLASS_NAMES
 from segan_jax.errors import UserError
+from segan_jax.initializers import INITS
 from segan_jax.losses import DICE_FORMS, FEATURE_REDUCTIONS
 from segan_jax.schedules import LR_SCHEDULES
 from segan_jax.steps import CRITIC_CONSTRAINTS
@@ -69,6 +70,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "model.conv_impl", CONV_IMPLS)
   _require(isinstance(_get(config, "model.residual_batchnorm"), bool), "model.residual_batchnorm",
            "must be True or False", config.model.residual_batchnorm)
+  _choice(config, "model.init", INITS)
 
   _choice(config, "data.source", SOURCES)
   _require(isinstance(_get(config, "eval.postprocess"), bool), "eval.postprocess",

@@ -68,10 +68,11 @@ def create_states(config: ml_collections.ConfigDict,
   side = config.data.image_size
   shape = (1, side, side, 3)
   tx = lambda: steps.make_optimizer(cfg.segmentor_lr, config.optim.b1, config.optim.b2)
-  segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx())
+  init = config.model.init
+  segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx(), init)
   if cfg.ema_decay:  # the moving average starts at the initial weights (debiased: see update_ema)
     segmentor = with_ema(segmentor)
-  return segmentor, create_train_state(cfg.critic, rng_c, shape, tx())
+  return segmentor, create_train_state(cfg.critic, rng_c, shape, tx(), init)
 
 
 def load_data(config: ml_collections.ConfigDict

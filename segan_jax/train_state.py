@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from segan_jax import initializers
+
 
 class TrainState(train_state.TrainState):
   """A player's parameters, optimizer state and BatchNorm running statistics."""
@@ -31,13 +33,16 @@ class EMATrainState(TrainState):
 
 
 def create_train_state(module: nn.Module, rng: jax.Array, input_shape: tuple[int, ...],
-                       tx: optax.GradientTransformation) -> TrainState:
-  """Initialises `module` on zeros of input_shape; the step is an int32 array, not a Python int.
+                       tx: optax.GradientTransformation, init: str = "lecun") -> TrainState:
+  """Initialises `module` on zeros of input_shape, its parameters drawn as `init`
+  (segan_jax.initializers.INITS) says; the step is an int32 array, not a Python int.
 
   (A Python int step would make the first jitted call compile for an int and the next for an array.)
   """
-  variables = jax.jit(lambda r: module.init(r, jnp.zeros(input_shape, jnp.float32), train=False))(rng)
-  state = TrainState.create(apply_fn=module.apply, params=variables["params"],
+  variables = jax.jit(lambda r: module.init(r, jnp.zeros(input_shape, jnp.float32),
+                                            train=False))(rng)
+  params = initializers.initialize(variables["params"], init, jax.random.fold_in(rng, 1))
+  state = TrainState.create(apply_fn=module.apply, params=params,
                             batch_stats=variables.get("batch_stats", {}), tx=tx)
   return state.replace(step=jnp.asarray(0, jnp.int32))
 

@@ -4,6 +4,7 @@ import argparse
 import csv
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -78,7 +79,8 @@ def test_every_row_names_valid_config_fields(ablation):
       trained = ablation.ROWS[spec.scores_runs_of]
       assert not spec.overrides and trained.scores_runs_of is None, row
   for option in ("dice_form=authors", "residual_batchnorm=False", "schedule=step_authors",
-                 "whole_image_prob=0.5", "ema_decay=", "critic_constraint=spectral_norm"):
+                 "whole_image_prob=0.5", "ema_decay=", "critic_constraint=spectral_norm",
+                 "model.init=authors"):
     assert any(option in o for spec in ablation.ROWS.values() for o in spec.overrides), option
   assert any("--postprocess" in spec.evaluate_flags for spec in ablation.ROWS.values())
 
@@ -135,3 +137,26 @@ def test_plus_rows_are_isic2017_plus_but_for_their_change(ablation, row, changes
   changed = {k: v for k, v in flatten_config(config.to_dict()).items()
              if k not in ablation.PROTOCOL_FIELDS and plus[k] != v}
   assert changed == changes
+
+
+def test_a_stopped_training_run_exits_143_with_how_to_resume(ablation, tmp_path, monkeypatch,
+                                                              capsys):
+  """segan_jax.main stopped by SIGTERM (exit 143, its step saved): no traceback, the same status,
+  and the scoring is not attempted on an unfinished run."""
+  commands = []
+
+  def stopped(cmd, check):
+    commands.append(cmd)
+    raise subprocess.CalledProcessError(143, cmd)
+
+  monkeypatch.setattr(ablation.subprocess, "run", stopped)
+  args = argparse.Namespace(out=str(tmp_path), data_dir="/data", val_ids="ids.txt", width=8,
+                            steps=600, batch_size=16, eval_every=100, k_decay_epochs=1)
+  with pytest.raises(SystemExit) as exit_info:
+    ablation.train_and_score(args, "segan_paper", 0)
+  assert exit_info.value.code == 143 and len(commands) == 1
+  assert "rerun the same command to resume" in capsys.readouterr().err
+  monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, check: (_ for _ in ()).throw(
+      subprocess.CalledProcessError(1, cmd)))
+  with pytest.raises(subprocess.CalledProcessError):
+    ablation.train_and_score(args, "segan_paper", 0)

@@ -50,6 +50,7 @@ def test_isic2017_is_the_paper_recipe():
     ("model.width", 0),
     ("model.width", 2.5),
     ("model.conv_impl", "cudnn"),
+    ("model.init", "he_normal"),
     ("data.source", "imagenet"),
     ("data.image_size", 100),
     ("data.resize_height", 64),

@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_classes = 1  # number of label maps N
   config.model.critic_global_conv = False
   config.model.residual_batchnorm = True  # BN in S's residual blocks (authors' code: none called)
+  config.model.init = "lecun"  # lecun (Flax's defaults) | authors (their He-normal, BN N(1, 0.02))
   config.model.conv_impl = "auto"  # auto | xla | cpu (fast kernel gradients on the CPU backend)
 
   config.data = ml_collections.ConfigDict()

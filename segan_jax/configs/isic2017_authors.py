@@ -3,11 +3,13 @@
 From their public code (YuanXue1993/SegAN, commit aa892a6: train.py, net.py, LoadData.py);
 each field below names what it reproduces. Everything else is the paper's recipe
 (configs/isic2017.py): 300 epochs, the data folder to name with `--config.data.dir`. What
-segan_jax does not reproduce (docs/architecture.md, "Paper vs the authors' code"): their
-He-normal initialisation, Adam re-created (moments reset) at each decay, two forward passes of S
-per iteration, PyTorch's unbiased running variance, the 2017 align_corners upsampling, biases in
-the global convolutions and none in e1/out/c1, and the checkpoint of best validation Jaccard
-(`segan_jax.evaluate --search` picks among the kept checkpoints instead).
+this config does not reproduce (docs/architecture.md, "Paper vs the authors' code"): their
+He-normal initialisation (`--config.model.init=authors` draws it; this config keeps Flax's
+default, with which its figures in experiments/RESULTS.md were measured), Adam re-created
+(moments reset) at each decay, two forward passes of S per iteration, PyTorch's unbiased running
+variance, the 2017 align_corners upsampling, biases in the global convolutions and none in
+e1/out/c1, and the checkpoint of best validation Jaccard (`segan_jax.evaluate --search` picks
+among the kept checkpoints instead).
 """
 
 import ml_collections

@@ -156,7 +156,9 @@ def test_a_stopped_training_run_exits_143_with_how_to_resume(ablation, tmp_path,
     ablation.train_and_score(args, "segan_paper", 0)
   assert exit_info.value.code == 143 and len(commands) == 1
   assert "rerun the same command to resume" in capsys.readouterr().err
-  monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, check: (_ for _ in ()).throw(
-      subprocess.CalledProcessError(1, cmd)))
+  def failed(cmd, check):
+    raise subprocess.CalledProcessError(1, cmd)
+
+  monkeypatch.setattr(ablation.subprocess, "run", failed)
   with pytest.raises(subprocess.CalledProcessError):
     ablation.train_and_score(args, "segan_paper", 0)

@@ -108,11 +108,15 @@ ROWS = {
                        "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
                           "width, length and batch)", recipe_overrides(isic2017_authors)),
-    # One of isic2017_authors' remaining departures from the authors' code, removed.
+    # isic2017_authors' remaining departures from the authors' code, removed one at a time.
     "authors_recipe_init": Row("The authors' recipe with their initialisation (He-normal kernels "
                                "over the fan-out, BatchNorm scales N(1, 0.02))",
                                (*recipe_overrides(isic2017_authors),
                                 "--config.model.init=authors")),
+    "authors_recipe_reset": Row("The authors' recipe with both Adams re-created (moments reset) "
+                                "at each decay of the rate, as their train.py",
+                                (*recipe_overrides(isic2017_authors),
+                                 "--config.optim.reset_at_decay=True")),
     # The authors' loss, optimizer and colour settings (constant rate), then with their view.
     "authors_settings": Row(
         "The authors' loss (+ Dice, weighted concatenated features), Adam 2e-4 b1 0.5 constant, "

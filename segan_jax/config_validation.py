@@ -10,7 +10,7 @@ from segan_jax.data.synthetic import CLASS_NAMES
 from segan_jax.errors import UserError
 from segan_jax.initializers import INITS
 from segan_jax.losses import DICE_FORMS, FEATURE_REDUCTIONS
-from segan_jax.schedules import LR_SCHEDULES
+from segan_jax.schedules import DECAYING_SCHEDULES, LR_SCHEDULES
 from segan_jax.steps import CRITIC_CONSTRAINTS
 
 NUM_CRITIC_FEATURES = 7  # masked input + c1..c6
@@ -153,6 +153,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "optim.decay_factor", 0.0, 1.0, lo_open=True)
   _number(config, "optim.b1", 0.0, 1.0, hi_open=True)
   _number(config, "optim.b2", 0.0, 1.0, hi_open=True)
+  reset = _get(config, "optim.reset_at_decay")
+  _require(isinstance(reset, bool), "optim.reset_at_decay", "must be True or False", reset)
+  _require(not reset or config.optim.schedule in DECAYING_SCHEDULES, "optim.reset_at_decay",
+           f"needs optim.schedule in {DECAYING_SCHEDULES}, which decay the rate at fixed steps; "
+           f"optim.schedule is {config.optim.schedule!r}", reset)
 
   _number(config, "schedule.k_init", 0.0, inf, lo_open=True)
   _number(config, "schedule.k_decay", 0.0, 1.0, lo_open=True)

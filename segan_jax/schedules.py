@@ -39,7 +39,7 @@ def learning_rate_schedule(kind: str, base: float, num_steps: int, steps_per_epo
     with `epoch % 25 == 0`, the first time after epoch 0, so epoch e runs at
     base * decay_factor ** ceil(e / decay_epochs) (epoch 0 at base, epochs 1-25 at base / 2,
     ...), never below max(end_value, 1e-8) (their floor). (They also re-create Adam at each
-    decay, resetting its moments; segan_jax keeps them.)
+    decay, resetting its moments: `optim.reset_at_decay`, at the steps of `decay_steps`.)
   constant: base.
   """
   if kind == "linear":
@@ -63,3 +63,28 @@ def learning_rate_schedule(kind: str, base: float, num_steps: int, steps_per_epo
   if kind == "constant":
     return optax.constant_schedule(base)
   raise ValueError(f"optim.schedule={kind!r} is not one of {LR_SCHEDULES}.")
+
+
+DECAYING_SCHEDULES = ("step", "step_authors")
+
+
+def decay_steps(kind: str, steps_per_epoch: int, decay_epochs: int
+                ) -> Callable[[jnp.ndarray | int], jnp.ndarray]:
+  """Whether the step schedule `kind` decays the rate at a step (the first step at the new rate).
+
+  step: every decay_epochs * steps_per_epoch steps. step_authors: at the start of epochs 1,
+  decay_epochs + 1, 2 * decay_epochs + 1, ... (the authors decay after each epoch e with
+  e % decay_epochs == 0), also once the rate sits at its floor, as their code does.
+  """
+  if kind not in DECAYING_SCHEDULES:
+    raise ValueError(f"optim.schedule={kind!r} has no decay steps; only {DECAYING_SCHEDULES} do.")
+  if steps_per_epoch <= 0 or decay_epochs <= 0:
+    raise ValueError("decay_steps needs positive steps_per_epoch and optim.decay_epochs.")
+  period = decay_epochs * steps_per_epoch
+  offset = steps_per_epoch if kind == "step_authors" else 0
+
+  def decays(step):
+    step = jnp.asarray(step)
+    return (step >= max(offset, 1)) & ((step - offset) % period == 0)
+
+  return decays

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from segan_jax import optimizers
 from segan_jax.activations import adaptive_logistic
 from segan_jax.losses import binary_cross_entropy_with_logits, dice_loss, multiscale_l1
 from segan_jax.models import mask_images, segment_inference
@@ -57,6 +58,7 @@ class StepConfig:
   dice_form: str = "soft"  # losses.DICE_FORMS
   critic_constraint: str = "clip"  # CRITIC_CONSTRAINTS
   ema_decay: float = 0.0  # S's moving average (0: none; the state must hold `ema` otherwise)
+  adam_restart: Callable | None = None  # steps at which both Adams restart (optimizers.adam)
 
 
 def _variables(state: TrainState, params: Any = None) -> dict[str, Any]:
@@ -250,6 +252,7 @@ def make_jitted_steps(cfg: StepConfig, mesh: Mesh | None = None) -> JittedSteps:
       predict_probs=jax.jit(bind(predict_probs), in_shardings=(rep, data), out_shardings=data))
 
 
-def make_optimizer(lr_schedule: optax.Schedule, b1: float, b2: float) -> optax.GradientTransformation:
-  """Adam with the given learning-rate schedule (one per player)."""
-  return optax.adam(lr_schedule, b1=b1, b2=b2)
+def make_optimizer(lr_schedule: optax.Schedule, b1: float, b2: float,
+                   restart: Callable | None = None) -> optax.GradientTransformation:
+  """Adam with the learning-rate schedule (one per player); restarted where `restart` holds."""
+  return optimizers.adam(lr_schedule, b1=b1, b2=b2, restart=restart)

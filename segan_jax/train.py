@@ -51,6 +51,8 @@ def build_step_config(config: ml_collections.ConfigDict, steps_per_epoch: int) -
                                         o.decay_factor)
   k = schedules.k_schedule(steps_per_epoch, s.k_init, s.k_decay, s.k_decay_epochs, s.k_floor)
   weights = tuple(float(w) for w in config.loss.layer_weights) or None
+  restart = (schedules.decay_steps(o.schedule, steps_per_epoch, o.decay_epochs)
+             if o.reset_at_decay else None)
   return steps.StepConfig(
       segmentor=segmentor, critic=critic, k_schedule=k, segmentor_lr=lr, critic_lr=lr,
       critic_clip=float(config.train.critic_clip),
@@ -58,7 +60,7 @@ def build_step_config(config: ml_collections.ConfigDict, steps_per_epoch: int) -
       dice_weight=float(config.loss.dice_weight), bce_weight=float(config.loss.bce_weight),
       layer_weights=weights, feature_reduction=config.loss.feature_reduction,
       dice_form=config.loss.dice_form, critic_constraint=config.train.critic_constraint,
-      ema_decay=float(config.train.ema_decay))
+      ema_decay=float(config.train.ema_decay), adam_restart=restart)
 
 
 def create_states(config: ml_collections.ConfigDict,
@@ -67,7 +69,8 @@ def create_states(config: ml_collections.ConfigDict,
   rng_s, rng_c = jax.random.split(jax.random.key(config.train.seed))
   side = config.data.image_size
   shape = (1, side, side, 3)
-  tx = lambda: steps.make_optimizer(cfg.segmentor_lr, config.optim.b1, config.optim.b2)
+  tx = lambda: steps.make_optimizer(cfg.segmentor_lr, config.optim.b1, config.optim.b2,
+                                    cfg.adam_restart)
   init = config.model.init
   segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx(), init)
   if cfg.ema_decay:  # the moving average starts at the initial weights (debiased: see update_ema)

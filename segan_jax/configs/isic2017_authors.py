@@ -6,7 +6,8 @@ each field below names what it reproduces. Everything else is the paper's recipe
 this config does not reproduce (docs/architecture.md, "Paper vs the authors' code"): their
 He-normal initialisation (`--config.model.init=authors` draws it; this config keeps Flax's
 default, with which its figures in experiments/RESULTS.md were measured), Adam re-created
-(moments reset) at each decay, two forward passes of S per iteration, PyTorch's unbiased running
+(moments reset) at each decay (`--config.optim.reset_at_decay=True` does it; kept off for the
+same reason), two forward passes of S per iteration, PyTorch's unbiased running
 variance, the 2017 align_corners upsampling, biases in the global convolutions and none in
 e1/out/c1, and the checkpoint of best validation Jaccard (`segan_jax.evaluate --search` picks
 among the kept checkpoints instead).

@@ -12,10 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from segan_jax import optimizers
 from segan_jax.activations import adaptive_logistic
 from segan_jax.losses import binary_cross_entropy_with_logits, dice_loss, multiscale_l1
 from segan_jax.models import mask_images, segment_inference
@@ -251,8 +249,3 @@ def make_jitted_steps(cfg: StepConfig, mesh: Mesh | None = None) -> JittedSteps:
                          out_shardings=(rep, rep, rep)),
       predict_probs=jax.jit(bind(predict_probs), in_shardings=(rep, data), out_shardings=data))
 
-
-def make_optimizer(lr_schedule: optax.Schedule, b1: float, b2: float,
-                   restart: Callable | None = None) -> optax.GradientTransformation:
-  """Adam with the learning-rate schedule (one per player); restarted where `restart` holds."""
-  return optimizers.adam(lr_schedule, b1=b1, b2=b2, restart=restart)

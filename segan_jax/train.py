@@ -12,8 +12,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from segan_jax import (checkpoints, graceful_stop, panels, schedules, sharding, steps, summaries,
-                       validation)
+from segan_jax import (checkpoints, graceful_stop, optimizers, panels, schedules, sharding, steps,
+                       summaries, validation)
 from segan_jax import workdir as run_dir
 from segan_jax.config_validation import ConfigError, validate_config
 from segan_jax.data import arrays as data_arrays
@@ -69,8 +69,8 @@ def create_states(config: ml_collections.ConfigDict,
   rng_s, rng_c = jax.random.split(jax.random.key(config.train.seed))
   side = config.data.image_size
   shape = (1, side, side, 3)
-  tx = lambda: steps.make_optimizer(cfg.segmentor_lr, config.optim.b1, config.optim.b2,
-                                    cfg.adam_restart)
+  tx = lambda: optimizers.adam(cfg.segmentor_lr, config.optim.b1, config.optim.b2,
+                               cfg.adam_restart)
   init = config.model.init
   segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx(), init)
   if cfg.ema_decay:  # the moving average starts at the initial weights (debiased: see update_ema)

@@ -108,11 +108,13 @@ ROWS = {
                        "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
                           "width, length and batch)", recipe_overrides(isic2017_authors)),
-    # isic2017_authors' remaining departures from the authors' code, removed one at a time.
-    "authors_recipe_init": Row("The authors' recipe with their initialisation (He-normal kernels "
-                               "over the fan-out, BatchNorm scales N(1, 0.02))",
-                               (*recipe_overrides(isic2017_authors),
-                                "--config.model.init=authors")),
+    # isic2017_authors' remaining departures from the authors' code, removed one at a time, and
+    # Flax's initialisation in its place.
+    "authors_recipe_lecun": Row("The authors' recipe with Flax's initialisation (LeCun-normal "
+                                "kernels, BatchNorm scales 1) instead of theirs",
+                                (*(o for o in recipe_overrides(isic2017_authors)
+                                   if not o.startswith("--config.model.init=")),
+                                 "--config.model.init=lecun")),
     "authors_recipe_reset": Row("The authors' recipe with both Adams re-created (moments reset) "
                                 "at each decay of the rate, as their train.py",
                                 (*recipe_overrides(isic2017_authors),

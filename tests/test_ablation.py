@@ -101,6 +101,16 @@ def test_recipe_rows_are_their_configs_but_for_the_protocol(ablation, row, modul
   assert json.loads(config.to_json()) == json.loads(target.to_json())
   if module == "isic2017_authors":
     assert "--config.loss.dice_form=authors" in overrides
+    assert "--config.model.init=authors" in overrides
+
+
+def test_lecun_row_is_the_authors_recipe_with_flax_initialisation(ablation):
+  from segan_jax.configs import default
+  authors = _apply(default.get_config(), ablation.ROWS["authors_recipe"].overrides)
+  lecun = _apply(default.get_config(), ablation.ROWS["authors_recipe_lecun"].overrides)
+  assert (authors.model.init, lecun.model.init) == ("authors", "lecun")
+  lecun.model.init = "authors"
+  assert json.loads(lecun.to_json()) == json.loads(authors.to_json())
 
 
 def test_post_processed_row_scores_the_trained_rows_runs(ablation, tmp_path, monkeypatch):

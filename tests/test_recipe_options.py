@@ -40,6 +40,7 @@ def test_authors_recipe_config_validates_and_trains_two_steps(tmp_path):
   assert config.loss.feature_reduction == "concatenated"
   assert tuple(config.loss.layer_weights) == (1, 1, 2, 2, 2, 2, 4)
   assert not config.model.residual_batchnorm and config.schedule.k_decay == 1.0
+  assert config.model.init == "authors"  # net.py's He-normal kernels, BatchNorm scales N(1, .02)
   assert config.data.brightness == config.data.contrast == config.data.saturation == 0.0
   assert config.data.hue == 0.0 and config.data.whole_image_prob == 0.5
   assert config.train.num_epochs == paper.train.num_epochs  # only the recipe differs

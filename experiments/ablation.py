@@ -108,8 +108,8 @@ ROWS = {
                        "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
                           "width, length and batch)", recipe_overrides(isic2017_authors)),
-    # isic2017_authors' remaining departures from the authors' code, removed one at a time, and
-    # Flax's initialisation in its place.
+    # isic2017_authors with Flax's initialisation in place of the authors'; then its remaining
+    # departures from the authors' code, removed one at a time.
     "authors_recipe_lecun": Row("The authors' recipe with Flax's initialisation (LeCun-normal "
                                 "kernels, BatchNorm scales 1) instead of theirs",
                                 (*(o for o in recipe_overrides(isic2017_authors)

@@ -8,6 +8,10 @@
   python experiments/ablation.py --out=runs/ablation --table
   # paired per-image differences against the paper's SegAN, with bootstrap intervals
   python experiments/ablation.py --out=runs/ablation --compare=segan_paper,bce_only,dice_only
+  # the same from the raw results kept in the repository, without training
+  python experiments/ablation.py --out=runs/ablation \
+      --results=experiments/results/cpu-xeon-2core_2026-12-02/reference_budget \
+      --compare=segan_paper,authors_settings
   # rows ending in _post score another row's runs with post-processed masks (no training of
   # their own): train segan_paper first, then
   python experiments/ablation.py --data_dir=/data/isic2017 --out=runs/ablation \
@@ -25,6 +29,7 @@ with and without test-time flips. Each run writes OUT/<row>_s<seed>/eval/validat
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import NamedTuple
@@ -211,11 +216,25 @@ def _variants(path: str) -> dict[str, dict[str, float]]:
   return {name: v["summary"] for name, v in summary["variants"].items()}
 
 
-def _scored_runs(out: str, row: str, filename: str) -> list[str]:
-  """OUT/<row>_s<seed>/eval/validation/<filename> of every seed of the row that was scored."""
-  runs = sorted(d for d in os.listdir(out) if d.startswith(row + "_s"))
-  paths = [os.path.join(out, d, "eval", "validation", filename) for d in runs]
-  return [p for p in paths if os.path.exists(p)]
+_RUN_NAME = re.compile(r"(?P<row>.+)_s(?P<seed>\d+)")
+
+
+def _scored_runs(args, row: str, filename: str) -> list[str]:
+  """<filename> of every scored seed of the row: OUT/<row>_s<seed>/eval/validation/ as runs write
+  it, then RESULTS/<row>_s<seed>/ for each --results folder of kept raw results (a seed found in
+  an earlier folder is not read again)."""
+  folders = [(args.out, ("eval", "validation"))]
+  folders += [(d, ()) for d in args.results]
+  found: dict[str, str] = {}
+  for folder, inner in folders:
+    if not os.path.isdir(folder):
+      continue
+    for name in sorted(os.listdir(folder)):
+      match = _RUN_NAME.fullmatch(name)
+      path = os.path.join(folder, name, *inner, filename)
+      if match and match["row"] == row and name not in found and os.path.exists(path):
+        found[name] = path
+  return [found[name] for name in sorted(found)]
 
 
 def table(args) -> str:
@@ -224,7 +243,7 @@ def table(args) -> str:
            "|---|---|---|---|---|---|---|"]
   for row, spec in ROWS.items():
     title = spec.title
-    found = _scored_runs(args.out, row, "summary.json")
+    found = _scored_runs(args, row, "summary.json")
     if not found:
       continue
     for variant, tta in (("model", "no"), ("model+tta", "flips")):
@@ -244,9 +263,10 @@ def table(args) -> str:
 def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], int]:
   """Each held-out image's Jaccard, averaged over the row's seeds; and the number of seeds."""
   import csv
-  paths = _scored_runs(args.out, row, "per_image_all_variants.csv")
+  paths = _scored_runs(args, row, "per_image_all_variants.csv")
   if not paths:
-    raise SystemExit(f"no scored runs of row {row!r} in {args.out}")
+    searched = ", ".join([args.out, *(args.results)])
+    raise SystemExit(f"no scored runs of row {row!r} in {searched}")
   values: dict[str, list[float]] = {}
   for path in paths:
     with open(path) as f:
@@ -284,6 +304,11 @@ def main() -> None:
   parser.add_argument("--val_ids", default=HELDOUT_IDS,
                       help="held-out ids file: read if it exists, else the seeded hold-out "
                            "(data.seed 0, 10%%) is written there")
+  parser.add_argument("--results", default="",
+                      help="comma-separated folders of kept raw results (<row>_s<seed>/"
+                           "summary.json and per_image_all_variants.csv, as under "
+                           "experiments/results/*/reference_budget/) that --table and --compare "
+                           "read besides --out")
   parser.add_argument("--table", action="store_true")
   parser.add_argument("--compare", default="",
                       help="ROW_A,ROW_B[,...]: paired per-image Jaccard differences of each later "
@@ -305,6 +330,10 @@ def main() -> None:
     parser.error("--data_dir (or SEGAN_ISIC2017_DIR) must name the folder of real ISIC 2017 pairs")
   args.data_dir = os.path.abspath(args.data_dir) if args.data_dir else ""
   args.val_ids = os.path.abspath(args.val_ids)
+  args.results = [d for d in args.results.split(",") if d]
+  missing = [d for d in args.results if not os.path.isdir(d)]
+  if missing:
+    parser.error(f"--results: no such folder(s) {missing}")
   for row in rows:
     for seed in seeds:
       train_and_score(args, row, seed)

@@ -38,7 +38,7 @@ def test_paired_difference_averages_seeds_per_image(ablation, tmp_path):
   _write_run(out, "segan_paper_s0", [0.5, 0.6, 0.7, 0.8])
   _write_run(out, "bce_only_s0", [0.6, 0.7, 0.8, 0.9])
   _write_run(out, "bce_only_s1", [0.6, 0.7, 0.8, 0.7])  # seed mean per image: .6 .7 .8 .8
-  args = argparse.Namespace(out=out)
+  args = argparse.Namespace(out=out, results=[])
   line = ablation.compare(args, "segan_paper", "bce_only")
   # differences +.1 +.1 +.1 0: mean +7.5 points; every bootstrap mean lies in [0, 10]
   assert "bce_only (2 seeds) - segan_paper (1 seeds)" in line and "+7.50 points" in line
@@ -48,6 +48,28 @@ def test_paired_difference_averages_seeds_per_image(ablation, tmp_path):
   table = ablation.table(args)
   assert "| Segmentor alone, binary cross-entropy (no critic) | 2 | no | 72.5 (70.0-75.0) |" in table
   with pytest.raises(SystemExit, match="no scored runs of row 'dice_only'"):
+    ablation.compare(args, "segan_paper", "dice_only")
+
+
+def test_kept_raw_results_are_read_besides_the_runs(ablation, tmp_path):
+  """--results folders hold <row>_s<seed>/ without eval/validation; a seed already under --out is
+  not counted twice, and a longer row name sharing the prefix is not taken for the row."""
+  out, kept = str(tmp_path / "runs"), str(tmp_path / "kept")
+  _write_run(out, "segan_paper_s0", [0.5, 0.6, 0.7, 0.8])
+  _write_run(kept, "segan_paper_s0", [0.0, 0.0, 0.0, 0.0])   # shadowed by the run under --out
+  _write_run(kept, "bce_only_s1", [0.6, 0.7, 0.8, 0.9])
+  _write_run(kept, "bce_only_long_s0", [0.0, 0.0, 0.0, 0.0])
+  for name in ("segan_paper_s0", "bce_only_s1", "bce_only_long_s0"):
+    inner = os.path.join(kept, name, "eval", "validation")
+    for f in os.listdir(inner):
+      os.rename(os.path.join(inner, f), os.path.join(kept, name, f))
+  args = argparse.Namespace(out=out, results=[kept])
+  line = ablation.compare(args, "segan_paper", "bce_only")
+  assert "bce_only (1 seeds) - segan_paper (1 seeds)" in line and "+10.00 points" in line
+  # only the kept results: --out need not exist
+  args = argparse.Namespace(out=str(tmp_path / "none"), results=[kept])
+  assert "| Segmentor alone, binary cross-entropy (no critic) | 1 | no | 75.0 |" in ablation.table(args)
+  with pytest.raises(SystemExit, match="no scored runs of row 'dice_only' in .*none, .*kept"):
     ablation.compare(args, "segan_paper", "dice_only")
 
 

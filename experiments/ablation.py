@@ -10,8 +10,7 @@
   python experiments/ablation.py --out=runs/ablation --compare=segan_paper,bce_only,dice_only
   # the same from the raw results kept in the repository, without training
   python experiments/ablation.py --out=runs/ablation \
-      --results=experiments/results/cpu-xeon-2core_2026-12-02/reference_budget \
-      --compare=segan_paper,authors_settings
+      --results='experiments/results/*/reference_budget' --compare=segan_paper,authors_settings
   # rows ending in _post score another row's runs with post-processed masks (no training of
   # their own): train segan_paper first, then
   python experiments/ablation.py --data_dir=/data/isic2017 --out=runs/ablation \
@@ -27,6 +26,7 @@ with and without test-time flips. Each run writes OUT/<row>_s<seed>/eval/validat
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -305,9 +305,9 @@ def main() -> None:
                       help="held-out ids file: read if it exists, else the seeded hold-out "
                            "(data.seed 0, 10%%) is written there")
   parser.add_argument("--results", default="",
-                      help="comma-separated folders of kept raw results (<row>_s<seed>/"
-                           "summary.json and per_image_all_variants.csv, as under "
-                           "experiments/results/*/reference_budget/) that --table and --compare "
+                      help="comma-separated folders (or glob patterns) of kept raw results "
+                           "(<row>_s<seed>/summary.json and per_image_all_variants.csv, as in "
+                           "experiments/results/*/reference_budget) that --table and --compare "
                            "read besides --out")
   parser.add_argument("--table", action="store_true")
   parser.add_argument("--compare", default="",
@@ -330,10 +330,11 @@ def main() -> None:
     parser.error("--data_dir (or SEGAN_ISIC2017_DIR) must name the folder of real ISIC 2017 pairs")
   args.data_dir = os.path.abspath(args.data_dir) if args.data_dir else ""
   args.val_ids = os.path.abspath(args.val_ids)
-  args.results = [d for d in args.results.split(",") if d]
-  missing = [d for d in args.results if not os.path.isdir(d)]
+  patterns = [p for p in args.results.split(",") if p]
+  missing = [p for p in patterns if not any(map(os.path.isdir, glob.glob(p)))]
   if missing:
-    parser.error(f"--results: no such folder(s) {missing}")
+    parser.error(f"--results: no folder matches {missing}")
+  args.results = [d for p in patterns for d in sorted(glob.glob(p)) if os.path.isdir(d)]
   for row in rows:
     for seed in seeds:
       train_and_score(args, row, seed)

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_paired_difference_averages_seeds_per_image(ablation, tmp_path):
     ablation.compare(args, "segan_paper", "dice_only")
 
 
-def test_kept_raw_results_are_read_besides_the_runs(ablation, tmp_path):
+def test_kept_raw_results_are_read_besides_the_runs(ablation, tmp_path, monkeypatch, capsys):
   """--results folders hold <row>_s<seed>/ without eval/validation; a seed already under --out is
   not counted twice, and a longer row name sharing the prefix is not taken for the row."""
   out, kept = str(tmp_path / "runs"), str(tmp_path / "kept")
@@ -68,9 +69,22 @@ def test_kept_raw_results_are_read_besides_the_runs(ablation, tmp_path):
   assert "bce_only (1 seeds) - segan_paper (1 seeds)" in line and "+10.00 points" in line
   # only the kept results: --out need not exist
   args = argparse.Namespace(out=str(tmp_path / "none"), results=[kept])
-  assert "| Segmentor alone, binary cross-entropy (no critic) | 1 | no | 75.0 |" in ablation.table(args)
+  table = ablation.table(args)
+  assert "| Segmentor alone, binary cross-entropy (no critic) | 1 | no | 75.0 |" in table
   with pytest.raises(SystemExit, match="no scored runs of row 'dice_only' in .*none, .*kept"):
     ablation.compare(args, "segan_paper", "dice_only")
+  # the command line expands glob patterns (kept alone: segan_paper is the shadowed zeros) and
+  # refuses a pattern that matches no folder
+  monkeypatch.setattr(sys, "argv", ["ablation.py", f"--out={tmp_path / 'none'}",
+                                    f"--results={tmp_path / 'ke*'}",
+                                    "--compare=segan_paper,bce_only"])
+  ablation.main()
+  line = "bce_only (1 seeds) - segan_paper (1 seeds), model, 4 images: Jaccard +75.00"
+  assert line in capsys.readouterr().out
+  monkeypatch.setattr(sys, "argv", ["ablation.py", f"--results={tmp_path / 'gone*'}", "--table"])
+  with pytest.raises(SystemExit):
+    ablation.main()
+  assert "--results: no folder matches" in capsys.readouterr().err
 
 
 def _apply(config, overrides):

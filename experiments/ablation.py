@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from segan_jax.configs import isic2017, isic2017_authors, isic2017_plus
+from segan_jax.configs import default, isic2017, isic2017_authors, isic2017_plus
 from segan_jax.graceful_stop import EXIT_STOPPED
 from segan_jax.workdir import flatten_config
 
@@ -50,18 +50,18 @@ class Row(NamedTuple):
   scores_runs_of: str | None = None
 
 
-# Fields of configs/isic2017_authors.py that are the protocol's, not the recipe's: each row runs
-# at the protocol's width, length, batch size, data and threshold.
+# Fields of the recipe configs that are the protocol's, not the recipe's: each row runs at the
+# protocol's width, length, batch size, k schedule length, data and threshold.
 PROTOCOL_FIELDS = ("model.width", "train.batch_size", "train.num_steps", "train.num_epochs",
                    "train.log_every", "train.eval_every", "train.checkpoint_every", "data.source",
-                   "data.dir", "eval.threshold")
+                   "data.dir", "eval.threshold", "schedule.k_decay_epochs")
 
 
 def recipe_overrides(recipe) -> tuple[str, ...]:
-  """--config overrides that turn default.py into a recipe config's recipe (`recipe`: a config
-  module such as configs/isic2017_authors.py): every field in which that config differs from the
-  paper's (configs/isic2017.py), protocol fields left out."""
-  paper = flatten_config(isic2017.get_config().to_dict())
+  """--config overrides that turn default.py, on which every row runs, into a recipe config's
+  recipe (`recipe`: a config module such as configs/isic2017_authors.py): every field in which
+  that config differs from default.py, protocol fields left out."""
+  paper = flatten_config(default.get_config().to_dict())
   authors = flatten_config(recipe.get_config().to_dict())
   changed = sorted(k for k in authors if k not in PROTOCOL_FIELDS and paper.get(k) != authors[k])
   text = lambda v: "(" + ",".join(str(x) for x in v) + ")" if isinstance(v, (tuple, list)) else v
@@ -81,7 +81,8 @@ AUTHORS_SETTINGS = ("--config.loss.dice_weight=1.0", "--config.loss.layer_weight
 PLUS_RECIPE = recipe_overrides(isic2017_plus)
 
 ROWS = {
-    "segan_paper": Row("SegAN as in the paper (multi-scale L1, adaptive logistic, clip 0.05)"),
+    "segan_paper": Row("SegAN as in the paper's text (multi-scale L1, adaptive logistic, clip "
+                       "0.05; crops only)"),
     "segan_authors": Row("SegAN as in the authors' code (+ Dice, weighted concatenated features)",
                          ("--config.loss.dice_weight=1.0",
                           "--config.loss.layer_weights=(1,1,2,2,2,2,4)",
@@ -110,7 +111,8 @@ ROWS = {
                      ("--config.data.brightness=0.0", "--config.data.contrast=0.0",
                       "--config.data.saturation=0.0", "--config.data.hue=0.0")),
     "whole_image": Row("SegAN with the whole image resized instead of a crop half the time "
-                       "(as the authors' code)", ("--config.data.whole_image_prob=0.5",)),
+                       "(as the authors' code): configs/isic2017.py at the protocol's width, "
+                       "length and batch", recipe_overrides(isic2017)),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
                           "width, length and batch)", recipe_overrides(isic2017_authors)),
     # isic2017_authors with Flax's initialisation in place of the authors'; then its remaining

@@ -106,6 +106,17 @@ def _apply(config, overrides):
   return config
 
 
+def test_recipe_rows_are_their_configs_on_default(ablation):
+  """Rows that stand for a config carry exactly its recipe fields: isic2017 is the paper's
+  crop-only row plus the whole-image view, isic2017_plus keeps the view itself."""
+  from segan_jax.configs import isic2017
+  assert ablation.ROWS["whole_image"].overrides == ("--config.data.whole_image_prob=0.5",)
+  assert ablation.recipe_overrides(isic2017) == ablation.ROWS["whole_image"].overrides
+  assert ablation.ROWS["segan_paper"].overrides == ()
+  assert "--config.data.whole_image_prob=0.5" in ablation.ROWS["isic2017_plus"].overrides
+  assert not any("k_decay_epochs" in o for row in ablation.ROWS.values() for o in row.overrides)
+
+
 def test_every_row_names_valid_config_fields(ablation):
   from segan_jax.config_validation import validate_config
   from segan_jax.configs import default

@@ -73,6 +73,6 @@ def test_scores_are_what_ablation_compares(authors_training, tmp_path):
   assert summary["variants"]["model"]["summary"]["jaccard"] == pytest.approx(0.5)
   ablation = experiment_scripts.load("ablation")
   per_image, seeds = ablation._per_image_jaccard(
-      argparse.Namespace(out=str(tmp_path / "runs")), "authors_code", "model")
+      argparse.Namespace(out=str(tmp_path / "runs"), results=[]), "authors_code", "model")
   assert seeds == 1
   assert per_image == {"ISIC_0000000": pytest.approx(1.0), "ISIC_0000002": pytest.approx(0.0)}

@@ -61,11 +61,11 @@ def recipe_overrides(recipe) -> tuple[str, ...]:
   """--config overrides that turn default.py, on which every row runs, into a recipe config's
   recipe (`recipe`: a config module such as configs/isic2017_authors.py): every field in which
   that config differs from default.py, protocol fields left out."""
-  paper = flatten_config(default.get_config().to_dict())
-  authors = flatten_config(recipe.get_config().to_dict())
-  changed = sorted(k for k in authors if k not in PROTOCOL_FIELDS and paper.get(k) != authors[k])
+  base = flatten_config(default.get_config().to_dict())
+  fields = flatten_config(recipe.get_config().to_dict())
+  changed = sorted(k for k in fields if k not in PROTOCOL_FIELDS and base.get(k) != fields[k])
   text = lambda v: "(" + ",".join(str(x) for x in v) + ")" if isinstance(v, (tuple, list)) else v
-  return tuple(f"--config.{k}={text(authors[k])}" for k in changed)
+  return tuple(f"--config.{k}={text(fields[k])}" for k in changed)
 
 
 # The settings the authors' code differs in from the paper's recipe, apart from the network,
@@ -218,7 +218,7 @@ def _variants(path: str) -> dict[str, dict[str, float]]:
   return {name: v["summary"] for name, v in summary["variants"].items()}
 
 
-_RUN_NAME = re.compile(r"(?P<row>.+)_s(?P<seed>\d+)")
+_RUN_NAME = re.compile(r"(?P<row>.+)_s\d+")
 
 
 def _scored_runs(args, row: str, filename: str) -> list[str]:
@@ -267,7 +267,7 @@ def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], 
   import csv
   paths = _scored_runs(args, row, "per_image_all_variants.csv")
   if not paths:
-    searched = ", ".join([args.out, *(args.results)])
+    searched = ", ".join([args.out, *args.results])
     raise SystemExit(f"no scored runs of row {row!r} in {searched}")
   values: dict[str, list[float]] = {}
   for path in paths:
@@ -332,11 +332,12 @@ def main() -> None:
     parser.error("--data_dir (or SEGAN_ISIC2017_DIR) must name the folder of real ISIC 2017 pairs")
   args.data_dir = os.path.abspath(args.data_dir) if args.data_dir else ""
   args.val_ids = os.path.abspath(args.val_ids)
-  patterns = [p for p in args.results.split(",") if p]
-  missing = [p for p in patterns if not any(map(os.path.isdir, glob.glob(p)))]
+  matches = {p: [d for d in sorted(glob.glob(p)) if os.path.isdir(d)]
+             for p in args.results.split(",") if p}
+  missing = [p for p, folders in matches.items() if not folders]
   if missing:
     parser.error(f"--results: no folder matches {missing}")
-  args.results = [d for p in patterns for d in sorted(glob.glob(p)) if os.path.isdir(d)]
+  args.results = [d for folders in matches.values() for d in folders]
   for row in rows:
     for seed in seeds:
       train_and_score(args, row, seed)

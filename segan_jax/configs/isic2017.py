@@ -18,8 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.width = 64
   config.data.source = "folder"  # config.data.dir must name the data; nothing is downloaded
-  config.train.batch_size = 25
   config.data.whole_image_prob = 0.5
+  config.train.batch_size = 25
   config.train.num_steps = 0  # the length is in epochs, whatever the batch size or hold-out
   config.train.num_epochs = 300  # k reaches its floor 0.3 after 275 epochs
   config.optim.learning_rate = 0.003

@@ -9,8 +9,9 @@ its crop-only form):
   soft Dice term beside the critic's L1 term, one L1 over the concatenated critic features
   weighted 1, 1, 2, 2, 2, 2, 4, Adam 2e-4 with beta1 0.5 at a constant rate, no colour jitter;
 - the whole image, resized as at test time, instead of a crop half of the time (the authors'
-  loader; +0.75 Jaccard here, +4.4 on the paper's recipe, which now has it too); evaluation, validation and prediction keep the whole image squashed to
-  128x128, which scored above views at the training crops' scale (four corner windows: -1.5);
+  loader; +0.75 Jaccard here, +4.4 on the paper's recipe, which now has it too); evaluation,
+  validation and prediction keep the whole image squashed to 128x128, which scored above views
+  at the training crops' scale (four corner windows: -1.5);
 - a moving average of S's weights (decay 0.99) for validation, evaluation, prediction and export
   (+3.3 over the raw weights);
 - masks reduced to their largest connected component with holes filled (ISIC lesions are one

@@ -224,7 +224,13 @@ _RUN_NAME = re.compile(r"(?P<row>.+)_s\d+")
 def _scored_runs(args, row: str, filename: str) -> list[str]:
   """<filename> of every scored seed of the row: OUT/<row>_s<seed>/eval/validation/ as runs write
   it, then RESULTS/<row>_s<seed>/ for each --results folder of kept raw results (a seed found in
-  an earlier folder is not read again)."""
+  an earlier folder is not read again). A folder given in place of a row is one scored run: a run
+  folder (read under eval/validation/) or a kept <row>_s<seed>/ folder of raw results."""
+  if row not in ROWS and os.path.isdir(row):
+    for inner in (("eval", "validation"), ()):
+      if os.path.exists(path := os.path.join(row, *inner, filename)):
+        return [path]
+    return []
   folders = [(args.out, ("eval", "validation"))]
   folders += [(d, ()) for d in args.results]
   found: dict[str, str] = {}
@@ -266,6 +272,9 @@ def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], 
   """Each held-out image's Jaccard, averaged over the row's seeds; and the number of seeds."""
   import csv
   paths = _scored_runs(args, row, "per_image_all_variants.csv")
+  if not paths and row not in ROWS and os.path.isdir(row):
+    raise SystemExit(f"{row}: no per_image_all_variants.csv in it or in its eval/validation/; "
+                     "score the run first (segan_jax.evaluate)")
   if not paths:
     searched = ", ".join([args.out, *args.results])
     raise SystemExit(f"no scored runs of row {row!r} in {searched}")
@@ -314,7 +323,9 @@ def main() -> None:
   parser.add_argument("--table", action="store_true")
   parser.add_argument("--compare", default="",
                       help="ROW_A,ROW_B[,...]: paired per-image Jaccard differences of each later "
-                           "row against ROW_A, with bootstrap intervals (no flips, and flips)")
+                           "row against ROW_A, with bootstrap intervals (no flips, and flips); a "
+                           "folder in place of a row is one scored run (a run folder, or a kept "
+                           "<row>_s<seed>/ folder), e.g. the same seed trained for longer")
   parser.add_argument("--width", type=int, default=8)
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--batch_size", type=int, default=16)

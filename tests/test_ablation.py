@@ -87,6 +87,26 @@ def test_kept_raw_results_are_read_besides_the_runs(ablation, tmp_path, monkeypa
   assert "--results: no folder matches" in capsys.readouterr().err
 
 
+def test_compare_takes_single_run_folders(ablation, tmp_path):
+  """A folder in place of a row is one scored run, a run folder or a kept one: the same seed
+  trained for longer against itself."""
+  runs, kept = str(tmp_path / "runs"), str(tmp_path / "kept")
+  _write_run(runs, "isic2017_plus_s0", [0.6, 0.7, 0.8, 0.9])
+  _write_run(kept, "isic2017_plus_s0", [0.5, 0.6, 0.7, 0.8])
+  _write_run(kept, "isic2017_plus_s1", [0.0, 0.0, 0.0, 0.0])
+  inner = os.path.join(kept, "isic2017_plus_s0", "eval", "validation")
+  for f in os.listdir(inner):
+    os.rename(os.path.join(inner, f), os.path.join(kept, "isic2017_plus_s0", f))
+  args = argparse.Namespace(out=str(tmp_path / "none"), results=[])
+  short, long = os.path.join(kept, "isic2017_plus_s0"), os.path.join(runs, "isic2017_plus_s0")
+  line = ablation.compare(args, short, long)
+  assert f"{long} (1 seeds) - {short} (1 seeds), model, 4 images: Jaccard +10.00 points" in line
+  unscored = tmp_path / "unscored"
+  unscored.mkdir()
+  with pytest.raises(SystemExit, match="unscored: no per_image_all_variants.csv"):
+    ablation.compare(args, short, str(unscored))
+
+
 def _apply(config, overrides):
   """--config.a.b=value overrides applied as the command line would (values parsed as literals,
   else kept as strings)."""

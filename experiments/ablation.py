@@ -225,12 +225,14 @@ def _scored_runs(args, row: str, filename: str) -> list[str]:
   """<filename> of every scored seed of the row: OUT/<row>_s<seed>/eval/validation/ as runs write
   it, then RESULTS/<row>_s<seed>/ for each --results folder of kept raw results (a seed found in
   an earlier folder is not read again). A folder given in place of a row is one scored run: a run
-  folder (read under eval/validation/) or a kept <row>_s<seed>/ folder of raw results."""
+  folder (read under eval/validation/) or a kept <row>_s<seed>/ folder of raw results; one that
+  holds no <filename> is an error."""
   if row not in ROWS and os.path.isdir(row):
     for inner in (("eval", "validation"), ()):
       if os.path.exists(path := os.path.join(row, *inner, filename)):
         return [path]
-    return []
+    raise SystemExit(f"{row}: no {filename} in it or in its eval/validation/; score the run "
+                     "first (segan_jax.evaluate)")
   folders = [(args.out, ("eval", "validation"))]
   folders += [(d, ()) for d in args.results]
   found: dict[str, str] = {}
@@ -272,9 +274,6 @@ def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], 
   """Each held-out image's Jaccard, averaged over the row's seeds; and the number of seeds."""
   import csv
   paths = _scored_runs(args, row, "per_image_all_variants.csv")
-  if not paths and row not in ROWS and os.path.isdir(row):
-    raise SystemExit(f"{row}: no per_image_all_variants.csv in it or in its eval/validation/; "
-                     "score the run first (segan_jax.evaluate)")
   if not paths:
     searched = ", ".join([args.out, *args.results])
     raise SystemExit(f"no scored runs of row {row!r} in {searched}")

@@ -113,6 +113,15 @@ ROWS = {
     "whole_image": Row("SegAN with the whole image resized instead of a crop half the time "
                        "(as the authors' code): configs/isic2017.py at the protocol's width, "
                        "length and batch", recipe_overrides(isic2017)),
+    # configs/isic2017.py with its critic constrained otherwise, then with the critic removed.
+    "isic2017_spectral_norm": Row("configs/isic2017.py with a spectrally normalised critic "
+                                  "instead of clipped kernels",
+                                  (*recipe_overrides(isic2017),
+                                   "--config.train.critic_constraint=spectral_norm")),
+    "isic2017_dice_only": Row("configs/isic2017.py without the critic: the segmentor alone, soft "
+                              "Dice", (*recipe_overrides(isic2017),
+                                       "--config.loss.adversarial_weight=0.0",
+                                       "--config.loss.dice_weight=1.0")),
     "authors_recipe": Row("The authors' recipe (configs/isic2017_authors.py at the protocol's "
                           "width, length and batch)", recipe_overrides(isic2017_authors)),
     # isic2017_authors with Flax's initialisation in place of the authors'; then its remaining

@@ -134,6 +134,8 @@ def test_recipe_rows_are_their_configs_on_default(ablation):
   assert ablation.recipe_overrides(isic2017) == ablation.ROWS["whole_image"].overrides
   assert ablation.ROWS["segan_paper"].overrides == ()
   assert "--config.data.whole_image_prob=0.5" in ablation.ROWS["isic2017_plus"].overrides
+  for row in ("isic2017_spectral_norm", "isic2017_dice_only"):  # isic2017 plus one change
+    assert ablation.ROWS[row].overrides[:1] == ablation.ROWS["whole_image"].overrides, row
   assert not any("k_decay_epochs" in o for row in ablation.ROWS.values() for o in row.overrides)
 
 

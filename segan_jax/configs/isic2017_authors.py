@@ -4,8 +4,8 @@ From their public code (YuanXue1993/SegAN, commit aa892a6: train.py, net.py, Loa
 each field below names what it reproduces. Everything else is the paper's recipe
 (configs/isic2017.py): 300 epochs, the data folder to name with `--config.data.dir`. What
 this config does not reproduce (docs/architecture.md, "Paper vs the authors' code"): Adam
-re-created (moments reset) at each decay (`--config.optim.reset_at_decay=True` does it; kept
-off until measured), two forward passes of S per iteration, PyTorch's unbiased running
+re-created (moments reset) at each decay (`--config.optim.reset_at_decay=True` does it; off,
+as it measured the same at the reference budget), two forward passes of S per iteration, PyTorch's unbiased running
 variance, the 2017 align_corners upsampling, biases in the global convolutions and none in
 e1/out/c1, and the checkpoint of best validation Jaccard (`segan_jax.evaluate --search` picks
 among the kept checkpoints instead). At the reference budget of experiments/RESULTS.md it

@@ -1,16 +1,16 @@
 """The SegAN authors' recipe on ISIC 2017 Part 1, as far as segan_jax expresses it.
 
-From their public code (YuanXue1993/SegAN, commit aa892a6: train.py, net.py, LoadData.py);
-each field below names what it reproduces. Everything else is the paper's recipe
-(configs/isic2017.py): 300 epochs, the data folder to name with `--config.data.dir`. What
-this config does not reproduce (docs/architecture.md, "Paper vs the authors' code"): Adam
-re-created (moments reset) at each decay (`--config.optim.reset_at_decay=True` does it; off,
-as it measured the same at the reference budget), two forward passes of S per iteration, PyTorch's unbiased running
-variance, the 2017 align_corners upsampling, biases in the global convolutions and none in
-e1/out/c1, and the checkpoint of best validation Jaccard (`segan_jax.evaluate --search` picks
-among the kept checkpoints instead). At the reference budget of experiments/RESULTS.md it
-scores within a point of the authors' own code; with Flax's default initialisation
-(`--config.model.init=lecun`) it scores about a point higher.
+From their public code (YuanXue1993/SegAN, commit aa892a6: train.py, net.py, LoadData.py); each
+field below names what it reproduces. Everything else is the paper's recipe
+(configs/isic2017.py): 300 epochs, the data folder to name with `--config.data.dir`. What this
+config does not reproduce (docs/architecture.md, "Paper vs the authors' code"): Adam re-created
+(moments reset) at each decay (`--config.optim.reset_at_decay=True` does it; off, as it
+measured the same at the reference budget), two forward passes of S per iteration, PyTorch's
+unbiased running variance, the 2017 align_corners upsampling, biases in the global convolutions
+and none in e1/out/c1, and the checkpoint of best validation Jaccard (`segan_jax.evaluate
+--search` picks among the kept checkpoints instead). At the reference budget of
+experiments/RESULTS.md it scores within a point of the authors' own code; with Flax's default
+initialisation (`--config.model.init=lecun`) it scores about a point higher.
 """
 
 import ml_collections

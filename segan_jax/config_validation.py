@@ -123,9 +123,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(config.data[side] >= config.data.image_size, f"data.{side}",
              f"must be at least data.image_size={config.data.image_size} to crop from",
              config.data[side])
-  for flag in ("hflip", "vflip"):
-    _require(isinstance(config.data[flag], bool), f"data.{flag}", "must be True or False",
-             config.data[flag])
+  for flag in ("hflip", "vflip", "rot90"):
+    value = config.data.get(flag, False)  # rot90 is absent from configs saved before it existed
+    _require(isinstance(value, bool), f"data.{flag}", "must be True or False", value)
   for jitter in ("brightness", "contrast", "saturation"):
     _number(config, f"data.{jitter}", 0.0, 1.0)
   _number(config, "data.hue", 0.0, 0.5)

@@ -149,7 +149,7 @@ def test_every_row_names_valid_config_fields(ablation):
       assert not spec.overrides and trained.scores_runs_of is None, row
   for option in ("dice_form=authors", "residual_batchnorm=False", "schedule=step_authors",
                  "whole_image_prob=0.5", "ema_decay=", "critic_constraint=spectral_norm",
-                 "model.init=authors", "reset_at_decay=True"):
+                 "model.init=authors", "reset_at_decay=True", "rot90=True"):
     assert any(option in o for spec in ablation.ROWS.values() for o in spec.overrides), option
   assert any("--postprocess" in spec.evaluate_flags for spec in ablation.ROWS.values())
 

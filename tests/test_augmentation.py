@@ -110,6 +110,36 @@ def test_a_disabled_flip_never_happens(flip):
   assert (np.diff(channel, axis=axis + 1) == 1).all()
 
 
+
+def test_rot90_gives_all_eight_right_angle_transforms_of_image_and_mask_together():
+  mask = lesion_mask()
+  images, masks = run_augment(coordinate_image(mask), mask, settings(False, rot90=True))
+  pixels = np.round(denormalize(images)).astype(int)
+  transforms = set()
+  for img, m in zip(pixels, masks[..., 0]):
+    rows, cols = img[..., 0], img[..., 1]
+    transposed = bool((rows == rows[:1, :]).all())  # source rows run along the output's columns
+    if transposed:
+      rows, cols = rows.T, cols.T
+    assert (rows == rows[:, :1]).all() and (cols == cols[:1, :]).all()
+    drow, dcol = np.diff(rows[:, 0]), np.diff(cols[0, :])
+    assert len(set(drow)) == 1 and len(set(dcol)) == 1 and {drow[0], dcol[0]} <= {1, -1}
+    np.testing.assert_array_equal(m, mask[img[..., 0], img[..., 1]])
+    np.testing.assert_array_equal(img[..., 2] > 127, m > 0)
+    transforms.add((transposed, drow[0], dcol[0]))
+  assert len(transforms) == 8
+
+
+def test_rot90_leaves_every_other_draw_as_it_was():
+  mask = lesion_mask()
+  image = coordinate_image(mask)
+  plain, _ = run_augment(image, mask, settings(False), seeds=48)
+  rotated, _ = run_augment(image, mask, settings(False, rot90=True), seeds=48)
+  same = [np.allclose(a, b, atol=1e-5) for a, b in zip(plain, rotated)]
+  transposed = [np.allclose(a, np.swapaxes(b, 0, 1), atol=1e-5) for a, b in zip(plain, rotated)]
+  assert all(s or t for s, t in zip(same, transposed))
+  assert 12 <= sum(transposed) <= 36  # about half of the views are transposed
+
 def test_whole_image_view_is_the_whole_pair_resized():
   mask = lesion_mask()
   image = colour_image(mask)

@@ -102,10 +102,11 @@ def test_process_slices_make_the_global_batch():
 
 
 @pytest.mark.parametrize("loader", LOADERS)
-@pytest.mark.parametrize("whole_image_prob", [0.0, 0.5])
-def test_masks_stay_binary_and_aligned(loader, whole_image_prob):
+@pytest.mark.parametrize("whole_image_prob, rot90", [(0.0, False), (0.5, False), (0.5, True)])
+def test_masks_stay_binary_and_aligned(loader, whole_image_prob, rot90):
   arrays, config = _arrays(), _config(jitter=False, loader=loader)
   config.data.whole_image_prob = whole_image_prob
+  config.data.rot90 = rot90
   for batch in _take(arrays, config, 0, 5):
     assert set(np.unique(batch["mask"])) <= {0.0, 1.0}
     rgb = batch["image"] * IMAGENET_STD + IMAGENET_MEAN
@@ -166,3 +167,18 @@ def test_config_whole_image_prob_is_a_probability(value):
     config.data.whole_image_prob = value
   with pytest.raises(ConfigError, match=r"data\.whole_image_prob must be a finite number in"):
     validate_config(config)
+
+
+@pytest.mark.parametrize("flag", ["hflip", "vflip", "rot90"])
+def test_config_flip_and_transpose_flags_are_booleans(flag):
+  config = _config()
+  with config.data.ignore_type():
+    config.data[flag] = 1
+  with pytest.raises(ConfigError, match=rf"data\.{flag} must be True or False"):
+    validate_config(config)
+
+
+def test_configs_saved_before_rot90_still_validate():
+  config = _config()
+  del config.data["rot90"]
+  validate_config(config)

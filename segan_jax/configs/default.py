@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.resize_width = 180
   config.data.hflip = True
   config.data.vflip = True
+  # A transpose with probability 0.5 beside the flips: all eight right-angle rotations and
+  # reflections of the view (lesions have no orientation; the authors' loader flips only).
+  config.data.rot90 = False
   # Probability of the whole resized image (instead of a crop) as the training view, image
   # and mask together; the authors' loader uses 0.5 (segan_jax/data/augment.py).
   config.data.whole_image_prob = 0.0

@@ -7,16 +7,18 @@ data.image_size:
 1. a random S x S crop, or, with probability data.whole_image_prob, the whole image resized to
    S x S (the authors' loader's second view: bilinear for the image, nearest for the mask,
    precomputed once per pair by `whole_views`);
-2. horizontal and vertical flips, each with probability 0.5 (data.hflip, data.vflip), of image
-   and mask together;
+2. horizontal and vertical flips, each with probability 0.5 (data.hflip, data.vflip), and, where
+   data.rot90 is on, a transpose with probability 0.5, of image and mask together (with both
+   flips: each of the eight right-angle rotations and reflections equally often);
 3. brightness, contrast, saturation and hue jitter of the image only (data.brightness, ...;
    tf.image's and dm-pix's arithmetic, clipped to [0, 1] after each step as torchvision's
    ColorJitter does);
 4. ImageNet normalisation.
 
 Every draw comes from the pair's own key (one uniform vector of NUM_DRAWS values with fixed
-roles), so a pair's augmentation is a pure function of its key and settings, on any device count,
-process count or install.
+roles; the transpose's from fold_in(key, NUM_DRAWS), so turning it on leaves the other draws as
+they were), so a pair's augmentation is a pure function of its key and settings, on any device
+count, process count or install.
 """
 
 import dataclasses
@@ -41,6 +43,7 @@ class Augmentation:
   whole_image_prob: float = 0.0
   hflip: bool = True
   vflip: bool = True
+  rot90: bool = False
   brightness: float = 0.0
   contrast: float = 0.0
   saturation: float = 0.0
@@ -48,10 +51,11 @@ class Augmentation:
 
   @classmethod
   def from_config(cls, data: ml_collections.ConfigDict) -> "Augmentation":
-    """The settings of config.data (whole_image_prob 0 where an older config lacks it)."""
+    """The settings of config.data (whole_image_prob 0 and rot90 off where an older config lacks
+    them)."""
     return cls(size=int(data.image_size),
                whole_image_prob=float(data.get("whole_image_prob", 0.0)),
-               hflip=bool(data.hflip), vflip=bool(data.vflip),
+               hflip=bool(data.hflip), vflip=bool(data.vflip), rot90=bool(data.get("rot90", False)),
                brightness=float(data.brightness), contrast=float(data.contrast),
                saturation=float(data.saturation), hue=float(data.hue))
 
@@ -78,7 +82,8 @@ def _between(u: jax.Array, lo: float, hi: float) -> jax.Array:
 
 def geometry(draws: jax.Array, pair: jax.Array, whole: jax.Array | None,
              aug: Augmentation) -> jax.Array:
-  """The crop (or whole view) and flips of one (H, W, 3 + N) uint8 pair: (S, S, 3 + N) uint8.
+  """The crop (or whole view), flips and transpose of one (H, W, 3 + N) uint8 pair: (S, S, 3 + N)
+  uint8. draws[NUM_DRAWS] decides the transpose where aug.rot90 is on.
 
   One gather whose indices carry the crop offset and the flips: XLA fuses it into the colour
   arithmetic that follows without re-reading the image for each branch of a flip.
@@ -98,6 +103,8 @@ def geometry(draws: jax.Array, pair: jax.Array, whole: jax.Array | None,
     if whole is None:
       raise ValueError("data.whole_image_prob > 0 needs the pairs' whole views (whole_views).")
     out = jnp.where(draws[2] < aug.whole_image_prob, whole[rows[:, None], cols[None, :]], out)
+  if aug.rot90:
+    out = jnp.where(draws[NUM_DRAWS] < 0.5, jnp.swapaxes(out, 0, 1), out)
   return out
 
 
@@ -146,6 +153,8 @@ def augment(key: jax.Array, pair: jax.Array, aug: Augmentation,
   """One training pair (H, W, 3 + N) uint8, and its whole view (S, S, 3 + N) where
   aug.whole_image_prob > 0 -> normalised float32 image (S, S, 3), float32 0/1 maps (S, S, N)."""
   draws = jax.random.uniform(key, (NUM_DRAWS,), jnp.float32)
+  if aug.rot90:
+    draws = jnp.concatenate([draws, jax.random.uniform(jax.random.fold_in(key, NUM_DRAWS), (1,))])
   out = geometry(draws, pair, whole, aug)
   image = colour_jitter(draws, out[..., :3].astype(jnp.float32) / 255.0, aug)
   return (image - IMAGENET_MEAN) / IMAGENET_STD, out[..., 3:].astype(jnp.float32)

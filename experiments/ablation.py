@@ -155,12 +155,17 @@ ROWS = {
                                         "--config.loss.dice_weight=0.0",
                                         "--config.loss.bce_weight=1.0")),
     # isic2017_plus with one more change each: a critic constraint beyond clipping, the
-    # authors' exact Dice term, transposed views beside the flips.
+    # authors' exact Dice term, the paper's colour jitter kept, transposed views beside the flips.
     "plus_spectral_norm": Row("isic2017_plus with a spectrally normalised critic instead of "
                               "clipped kernels",
                               PLUS_RECIPE + ("--config.train.critic_constraint=spectral_norm",)),
     "plus_authors_dice": Row("isic2017_plus with the authors' exact Dice (squared sums, no "
                              "smoothing)", PLUS_RECIPE + ("--config.loss.dice_form=authors",)),
+    "plus_jitter": Row("isic2017_plus with the paper's colour jitter (brightness, contrast, "
+                       "saturation 0.2, hue 0.02)",
+                       tuple(o for o in PLUS_RECIPE if not any(
+                           f"data.{j}=" in o for j in ("brightness", "contrast", "saturation",
+                                                        "hue")))),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
     # Cheap improvements.

@@ -134,6 +134,11 @@ def test_recipe_rows_are_their_configs_on_default(ablation):
   assert ablation.recipe_overrides(isic2017) == ablation.ROWS["whole_image"].overrides
   assert ablation.ROWS["segan_paper"].overrides == ()
   assert "--config.data.whole_image_prob=0.5" in ablation.ROWS["isic2017_plus"].overrides
+  jitter = ("brightness", "contrast", "saturation", "hue")
+  plus_without_jitter = tuple(o for o in ablation.ROWS["isic2017_plus"].overrides
+                              if not any(f"data.{j}=" in o for j in jitter))
+  assert ablation.ROWS["plus_jitter"].overrides == plus_without_jitter  # isic2017's jitter
+  assert len(plus_without_jitter) == len(ablation.ROWS["isic2017_plus"].overrides) - 4
   for row in ("isic2017_spectral_norm", "isic2017_dice_only"):  # isic2017 plus one change
     assert ablation.ROWS[row].overrides[:1] == ablation.ROWS["whole_image"].overrides, row
   assert not any("k_decay_epochs" in o for row in ablation.ROWS.values() for o in row.overrides)

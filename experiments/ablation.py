@@ -155,7 +155,8 @@ ROWS = {
                                         "--config.loss.dice_weight=0.0",
                                         "--config.loss.bce_weight=1.0")),
     # isic2017_plus with one more change each: a critic constraint beyond clipping, the
-    # authors' exact Dice term, the paper's colour jitter kept, transposed views beside the flips.
+    # authors' exact Dice term, the paper's colour jitter kept, the whole-image view more often,
+    # transposed views beside the flips.
     "plus_spectral_norm": Row("isic2017_plus with a spectrally normalised critic instead of "
                               "clipped kernels",
                               PLUS_RECIPE + ("--config.train.critic_constraint=spectral_norm",)),
@@ -166,6 +167,10 @@ ROWS = {
                        tuple(o for o in PLUS_RECIPE if not any(
                            f"data.{j}=" in o for j in ("brightness", "contrast", "saturation",
                                                         "hue")))),
+    "plus_whole_075": Row("isic2017_plus with the whole-image view three times in four instead of "
+                          "half the time",
+                          tuple(o.replace("whole_image_prob=0.5", "whole_image_prob=0.75")
+                                for o in PLUS_RECIPE)),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
     # Cheap improvements.

@@ -139,6 +139,9 @@ def test_recipe_rows_are_their_configs_on_default(ablation):
                               if not any(f"data.{j}=" in o for j in jitter))
   assert ablation.ROWS["plus_jitter"].overrides == plus_without_jitter  # isic2017's jitter
   assert len(plus_without_jitter) == len(ablation.ROWS["isic2017_plus"].overrides) - 4
+  assert set(ablation.ROWS["isic2017_plus"].overrides) ^ set(
+      ablation.ROWS["plus_whole_075"].overrides) == {"--config.data.whole_image_prob=0.5",
+                                                     "--config.data.whole_image_prob=0.75"}
   for row in ("isic2017_spectral_norm", "isic2017_dice_only"):  # isic2017 plus one change
     assert ablation.ROWS[row].overrides[:1] == ablation.ROWS["whole_image"].overrides, row
   assert not any("k_decay_epochs" in o for row in ablation.ROWS.values() for o in row.overrides)

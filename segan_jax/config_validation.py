@@ -124,7 +124,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"must be at least data.image_size={config.data.image_size} to crop from",
              config.data[side])
   for flag in ("hflip", "vflip", "rot90"):
-    value = config.data.get(flag, False)  # rot90 is absent from configs saved before it existed
+    value = _get(config, f"data.{flag}")
     _require(isinstance(value, bool), f"data.{flag}", "must be True or False", value)
   for jitter in ("brightness", "contrast", "saturation"):
     _number(config, f"data.{jitter}", 0.0, 1.0)

@@ -110,7 +110,6 @@ def test_a_disabled_flip_never_happens(flip):
   assert (np.diff(channel, axis=axis + 1) == 1).all()
 
 
-
 def test_rot90_gives_all_eight_right_angle_transforms_of_image_and_mask_together():
   mask = lesion_mask()
   images, masks = run_augment(coordinate_image(mask), mask, settings(False, rot90=True))
@@ -139,6 +138,7 @@ def test_rot90_leaves_every_other_draw_as_it_was():
   transposed = [np.allclose(a, np.swapaxes(b, 0, 1), atol=1e-5) for a, b in zip(plain, rotated)]
   assert all(s or t for s, t in zip(same, transposed))
   assert 12 <= sum(transposed) <= 36  # about half of the views are transposed
+
 
 def test_whole_image_view_is_the_whole_pair_resized():
   mask = lesion_mask()

@@ -4,6 +4,7 @@ slices make the global batch; 'device' and 'host' give the same batches; masks b
 aligned; the batches reach the training step through sharding.global_batch."""
 
 import itertools
+import json
 
 import jax
 import numpy as np
@@ -178,7 +179,10 @@ def test_config_flip_and_transpose_flags_are_booleans(flag):
     validate_config(config)
 
 
-def test_configs_saved_before_rot90_still_validate():
-  config = _config()
-  del config.data["rot90"]
-  validate_config(config)
+def test_runs_saved_before_rot90_load_and_resume_with_it_off(tmp_path):
+  from segan_jax import inference, workdir
+  saved = json.loads(workdir.config_as_json(_config()))  # as train.py writes config.json
+  del saved["data"]["rot90"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert inference.load_config(str(tmp_path)).data.rot90 is False
+  assert workdir.config_changes(saved, _config()) == []

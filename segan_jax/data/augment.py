@@ -85,8 +85,8 @@ def geometry(draws: jax.Array, pair: jax.Array, whole: jax.Array | None,
   """The crop (or whole view), flips and transpose of one (H, W, 3 + N) uint8 pair: (S, S, 3 + N)
   uint8. draws[NUM_DRAWS] decides the transpose where aug.rot90 is on.
 
-  One gather whose indices carry the crop offset and the flips: XLA fuses it into the colour
-  arithmetic that follows without re-reading the image for each branch of a flip.
+  One gather whose indices carry the crop offset, the flips and the transpose: XLA fuses it into
+  the colour arithmetic that follows without re-reading the image for each branch of a flip.
   """
   h, w = pair.shape[:2]
   s = aug.size
@@ -98,13 +98,16 @@ def geometry(draws: jax.Array, pair: jax.Array, whole: jax.Array | None,
   ramp = jnp.arange(s, dtype=jnp.int32)
   rows = jnp.where((draws[4] < 0.5) & aug.vflip, s - 1 - ramp, ramp)
   cols = jnp.where((draws[3] < 0.5) & aug.hflip, s - 1 - ramp, ramp)
-  out = pair[top + rows[:, None], left + cols[None, :]]
+  row_index, col_index = rows[:, None], cols[None, :]
+  if aug.rot90:  # output (i, j) reads source (rows[j], cols[i])
+    transpose = draws[NUM_DRAWS] < 0.5
+    row_index = jnp.where(transpose, rows[None, :], row_index)
+    col_index = jnp.where(transpose, cols[:, None], col_index)
+  out = pair[top + row_index, left + col_index]
   if aug.whole_image_prob > 0:
     if whole is None:
       raise ValueError("data.whole_image_prob > 0 needs the pairs' whole views (whole_views).")
-    out = jnp.where(draws[2] < aug.whole_image_prob, whole[rows[:, None], cols[None, :]], out)
-  if aug.rot90:
-    out = jnp.where(draws[NUM_DRAWS] < 0.5, jnp.swapaxes(out, 0, 1), out)
+    out = jnp.where(draws[2] < aug.whole_image_prob, whole[row_index, col_index], out)
   return out
 
 

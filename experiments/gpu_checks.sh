@@ -16,8 +16,10 @@
 #      run's length, and so its rate schedule, set to those steps); with FULL=1 for the config's
 #      own length (300 epochs), resumed from WORK's run when a previous call left one there (a
 #      warm machine keeps /tmp between calls), and stopped by SIGTERM when the time is up, which
-#      saves the step reached so that the next call continues;
-#   4. that run scored on the held-out ids by the ISIC protocol (segan_jax.evaluate, test-time
+#      saves the step reached so that the next call continues (validation and a checkpoint every
+#      FULL_EVAL_EVERY steps, 720 = 10 epochs unless set); in the compute dtype TRAIN_DTYPE
+#      (float32 unless set; bfloat16 is mixed precision: parameters and statistics stay float32);
+#   4. (unless SCORE=0) that run scored on the held-out ids by the ISIC protocol (segan_jax.evaluate, test-time
 #      flips, final k, threshold 0.4, the config's post-processing).
 # Logs and results (not the checkpoints) are packed into OUT/gpu_results.tar.gz after each stage,
 # so a stage cut short still leaves the earlier ones; the last lines printed summarise them.
@@ -25,6 +27,8 @@
 #   OUT=/tmp/out DATA=local_data/isic2017 BUDGET_S=520 bash experiments/gpu_checks.sh
 #   OUT=/tmp/out DATA=local_data/isic2017 BUDGET_S=560 BENCH_SPECS= FULL=1 \
 #       bash experiments/gpu_checks.sh      # the full isic2017_plus run, continued on each call
+#   (with TRAIN_DTYPE=bfloat16 FULL_EVAL_EVERY=3600 SCORE=0 on all but the last call, the run
+#   fits into two calls of one 15-minute lease: about 30 steps/s plus start-up)
 #
 # A dry run on CPU at tiny sizes: BENCH_SPECS="4:float32" BENCH_STEPS=1 BENCH_WARMUP=0 \
 #   TRAIN_WIDTH=4 MAX_STEPS=8 OUT=/tmp/out bash experiments/gpu_checks.sh
@@ -44,6 +48,9 @@ CONFIG=${CONFIG:-isic2017_plus}
 TRAIN_BATCH=${TRAIN_BATCH:-25}
 VAL_IDS=${VAL_IDS:-experiments/isic2017_heldout_ids.txt}  # never trained on; scored in stage 4
 FULL=${FULL:-0}  # 1: the config's own length, resumed across calls
+FULL_EVAL_EVERY=${FULL_EVAL_EVERY:-720}  # with FULL=1: steps between validations and checkpoints
+TRAIN_DTYPE=${TRAIN_DTYPE:-float32}  # float32 | bfloat16
+SCORE=${SCORE:-1}  # 0: no stage 4 (a FULL run to be continued by the next call)
 AUTHORS_DIR=${AUTHORS_DIR:-}  # e.g. ../shared/reference/segan_authors
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/segan_gpu_checks}
@@ -121,12 +128,13 @@ EOF
 )
 common=(--workdir="$RUN" --config="segan_jax/configs/$CONFIG.py" --config.model.width="$TRAIN_WIDTH"
         --config.data.source=folder --config.data.dir="$DATA" --config.data.val_ids_file="$VAL_IDS"
-        --config.train.batch_size="$TRAIN_BATCH" --config.train.log_every=25)
+        --config.train.batch_size="$TRAIN_BATCH" --config.train.log_every=25
+        --config.dtype="$TRAIN_DTYPE")
 if (( FULL )); then
-  # The config's length; validation and a checkpoint every 10 epochs of the 1800 pairs (batch 25).
+  # The config's length; validation and a checkpoint every FULL_EVAL_EVERY steps.
   latest=$(ls "$RUN/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
   echo "training budget ${train_budget}s: the config's own length, from step ${latest:-0}"
-  length=(--config.train.eval_every=720 --config.train.checkpoint_every=720)
+  length=(--config.train.eval_every="$FULL_EVAL_EVERY" --config.train.checkpoint_every="$FULL_EVAL_EVERY")
   go=$(( train_budget >= 60 ))
 else
   echo "training budget ${train_budget}s: ${steps} steps"
@@ -147,7 +155,7 @@ else
 fi
 
 echo "== 4. scoring on the held-out ids ($(left) s left)"
-if [ -d "$RUN/checkpoints" ] && (( $(left) > 20 )); then
+if (( SCORE )) && [ -d "$RUN/checkpoints" ] && (( $(left) > 20 )); then
   timeout $(( $(left) - 10 )) "$PY" -m segan_jax.evaluate --workdir="$RUN" --split=validation \
       --tta --nouse_selection --threshold=0.4 > "$WORK/evaluate.log" 2>&1
   echo "evaluate: exit $?"; tail -n 15 "$WORK/evaluate.log"

@@ -27,8 +27,9 @@
 #   OUT=/tmp/out DATA=local_data/isic2017 BUDGET_S=520 bash experiments/gpu_checks.sh
 #   OUT=/tmp/out DATA=local_data/isic2017 BUDGET_S=560 BENCH_SPECS= FULL=1 \
 #       bash experiments/gpu_checks.sh      # the full isic2017_plus run, continued on each call
-#   (with TRAIN_DTYPE=bfloat16 FULL_EVAL_EVERY=3600 SCORE=0 on all but the last call, the run
-#   fits into two calls of one 15-minute lease: about 30 steps/s plus start-up)
+#   (isic2017_plus in bfloat16 on one H200, 2026-12-04: 25.7 steps/s in a fresh machine's first
+#   call after about 4 minutes of start-up, 40.9 in the second; a 15-minute lease of two calls,
+#   the first with SCORE=0, reached step 12207 of 21600: see experiments/RESULTS.md)
 #
 # A dry run on CPU at tiny sizes: BENCH_SPECS="4:float32" BENCH_STEPS=1 BENCH_WARMUP=0 \
 #   TRAIN_WIDTH=4 MAX_STEPS=8 OUT=/tmp/out bash experiments/gpu_checks.sh

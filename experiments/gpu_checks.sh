@@ -18,7 +18,8 @@
 #      warm machine keeps /tmp between calls), and stopped by SIGTERM when the time is up, which
 #      saves the step reached so that the next call continues (validation and a checkpoint every
 #      FULL_EVAL_EVERY steps, 720 = 10 epochs unless set); in the compute dtype TRAIN_DTYPE
-#      (float32 unless set; bfloat16 is mixed precision: parameters and statistics stay float32);
+#      (float32 unless set; bfloat16 is mixed precision: parameters and statistics stay float32),
+#      with any further flags of segan_jax.main in TRAIN_FLAGS;
 #   4. (unless SCORE=0) that run scored on the held-out ids by the ISIC protocol (segan_jax.evaluate, test-time
 #      flips, final k, threshold 0.4, the config's post-processing).
 # Logs and results (not the checkpoints) are packed into OUT/gpu_results.tar.gz after each stage,
@@ -52,6 +53,7 @@ FULL=${FULL:-0}  # 1: the config's own length, resumed across calls
 FULL_EVAL_EVERY=${FULL_EVAL_EVERY:-720}  # with FULL=1: steps between validations and checkpoints
 TRAIN_DTYPE=${TRAIN_DTYPE:-float32}  # float32 | bfloat16
 SCORE=${SCORE:-1}  # 0: no stage 4 (a FULL run to be continued by the next call)
+TRAIN_FLAGS=${TRAIN_FLAGS:-}  # more flags for segan_jax.main, e.g. --config.data.rot90=True
 AUTHORS_DIR=${AUTHORS_DIR:-}  # e.g. ../shared/reference/segan_authors
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/segan_gpu_checks}
@@ -130,7 +132,7 @@ EOF
 common=(--workdir="$RUN" --config="segan_jax/configs/$CONFIG.py" --config.model.width="$TRAIN_WIDTH"
         --config.data.source=folder --config.data.dir="$DATA" --config.data.val_ids_file="$VAL_IDS"
         --config.train.batch_size="$TRAIN_BATCH" --config.train.log_every=25
-        --config.dtype="$TRAIN_DTYPE")
+        --config.dtype="$TRAIN_DTYPE" $TRAIN_FLAGS)
 if (( FULL )); then
   # The config's length; validation and a checkpoint every FULL_EVAL_EVERY steps.
   latest=$(ls "$RUN/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)

@@ -65,17 +65,25 @@ def build_step_config(config: ml_collections.ConfigDict, steps_per_epoch: int) -
 
 def create_states(config: ml_collections.ConfigDict,
                   cfg: steps.StepConfig) -> tuple[TrainState, TrainState]:
-  """Freshly initialised (segmentor, critic) states from config.train.seed."""
-  rng_s, rng_c = jax.random.split(jax.random.key(config.train.seed))
+  """Freshly initialised (segmentor, critic) states from config.train.seed.
+
+  One jitted computation: built leaf by leaf, the optimiser moments and the moving average took
+  hundreds of small compilations (one per operation and parameter shape) before the first step.
+  """
   side = config.data.image_size
   shape = (1, side, side, 3)
   tx = lambda: optimizers.adam(cfg.segmentor_lr, config.optim.b1, config.optim.b2,
                                cfg.adam_restart)
   init = config.model.init
-  segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx(), init)
-  if cfg.ema_decay:  # the moving average starts at the initial weights (debiased: see update_ema)
-    segmentor = with_ema(segmentor)
-  return segmentor, create_train_state(cfg.critic, rng_c, shape, tx(), init)
+
+  def create(rng: jax.Array) -> tuple[TrainState, TrainState]:
+    rng_s, rng_c = jax.random.split(rng)
+    segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx(), init)
+    if cfg.ema_decay:  # the moving average starts at the initial weights (debiased: see update_ema)
+      segmentor = with_ema(segmentor)
+    return segmentor, create_train_state(cfg.critic, rng_c, shape, tx(), init)
+
+  return jax.jit(create)(jax.random.key(config.train.seed))
 
 
 def load_data(config: ml_collections.ConfigDict

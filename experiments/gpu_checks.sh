@@ -20,8 +20,8 @@
 #      FULL_EVAL_EVERY steps, 720 = 10 epochs unless set); in the compute dtype TRAIN_DTYPE
 #      (float32 unless set; bfloat16 is mixed precision: parameters and statistics stay float32),
 #      with any further flags of segan_jax.main in TRAIN_FLAGS;
-#   4. (unless SCORE=0) that run scored on the held-out ids by the ISIC protocol (segan_jax.evaluate, test-time
-#      flips, final k, threshold 0.4, the config's post-processing).
+#   4. (unless SCORE=0) that run scored on the held-out ids by the ISIC protocol
+#      (segan_jax.evaluate, test-time flips, final k, threshold 0.4, the config's post-processing).
 # Logs and results (not the checkpoints) are packed into OUT/gpu_results.tar.gz after each stage,
 # so a stage cut short still leaves the earlier ones; the last lines printed summarise them.
 #
@@ -29,8 +29,8 @@
 #   OUT=/tmp/out DATA=local_data/isic2017 BUDGET_S=560 BENCH_SPECS= FULL=1 \
 #       bash experiments/gpu_checks.sh      # the full isic2017_plus run, continued on each call
 #   (isic2017_plus in bfloat16 on one H200, 2026-12-04: 25.7 steps/s in a fresh machine's first
-#   call after about 4 minutes of start-up, 40.9 in the second; a 15-minute lease of two calls,
-#   the first with SCORE=0, reached step 12207 of 21600: see experiments/RESULTS.md)
+#   call after about 4 minutes of start-up, 40.9 in the second; 15 minutes of GPU time in two
+#   calls, the first with SCORE=0, reached step 12207 of 21600: see experiments/RESULTS.md)
 #
 # A dry run on CPU at tiny sizes: BENCH_SPECS="4:float32" BENCH_STEPS=1 BENCH_WARMUP=0 \
 #   TRAIN_WIDTH=4 MAX_STEPS=8 OUT=/tmp/out bash experiments/gpu_checks.sh
@@ -137,7 +137,8 @@ if (( FULL )); then
   # The config's length; validation and a checkpoint every FULL_EVAL_EVERY steps.
   latest=$(ls "$RUN/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
   echo "training budget ${train_budget}s: the config's own length, from step ${latest:-0}"
-  length=(--config.train.eval_every="$FULL_EVAL_EVERY" --config.train.checkpoint_every="$FULL_EVAL_EVERY")
+  length=(--config.train.eval_every="$FULL_EVAL_EVERY"
+          --config.train.checkpoint_every="$FULL_EVAL_EVERY")
   go=$(( train_budget >= 60 ))
 else
   echo "training budget ${train_budget}s: ${steps} steps"

@@ -36,7 +36,7 @@ def test_dry_run_trains_and_scores_isic2017_plus(tmp_path):
 
 
 def test_full_run_continues_in_the_next_call_which_scores_it(tmp_path):
-  """FULL=1 as a lease uses it: a first call that trains (bfloat16, not scored), a second that
+  """FULL=1 split over calls: a first call that trains (bfloat16, not scored), a second that
   finds the run's checkpoint, has nothing left to train and scores it."""
   data = str(tmp_path / "data")
   ids = isic_fixtures.write_generic(data, 12)

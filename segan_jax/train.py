@@ -86,6 +86,15 @@ def create_states(config: ml_collections.ConfigDict,
   return jax.jit(create)(jax.random.key(config.train.seed))
 
 
+def abstract_states(config: ml_collections.ConfigDict, cfg: steps.StepConfig,
+                    mesh: jax.sharding.Mesh) -> tuple[TrainState, TrainState]:
+  """create_states' shapes and dtypes, replicated over mesh, without computing them: the
+  structure a checkpoint is restored into."""
+  rep = sharding.replicated(mesh)
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=rep),
+                      jax.eval_shape(lambda: create_states(config, cfg)))
+
+
 def load_data(config: ml_collections.ConfigDict
               ) -> tuple[data_arrays.TrainArrays, data_arrays.EvalSet]:
   """Training arrays resized for cropping, and the validation set at the network's input size."""
@@ -204,10 +213,14 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
   except ValueError as e:
     raise ConfigError(str(e)) from e
   cfg = build_step_config(config, steps_per_epoch)
-  seg_state, critic_state = sharding.replicate(create_states(config, cfg), mesh)
-  restored = checkpoints.restore(manager, seg_state, critic_state)
+  # A resumed run restores into the states' shapes alone: initialising them would cost a
+  # compilation of both networks' initialisers and the memory of a second copy.
+  restored = (checkpoints.restore(manager, *abstract_states(config, cfg, mesh))
+              if has_checkpoints else None)
   start_step = 0
-  if restored is not None:
+  if restored is None:
+    seg_state, critic_state = sharding.replicate(create_states(config, cfg), mesh)
+  else:
     seg_state, critic_state, _, start_step = restored
     logging.info("Resumed from %s at step %d.", manager.directory, start_step)
   if changes:

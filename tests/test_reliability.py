@@ -187,6 +187,41 @@ def test_training_resumes_past_a_damaged_checkpoint(run):
   assert result["step"] == 6 and _steps(run) == [2, 4, 6]
 
 
+def test_a_resumed_run_restores_into_shapes_without_initialising(run, monkeypatch):
+  """Resuming computes no initial states (only their shapes, traced) and restores every leaf
+  from the checkpoint, replicated over the mesh; a fresh run initialises them."""
+  computed = []
+  real = train.create_states
+
+  def spy(config, cfg):
+    states = real(config, cfg)
+    computed.append(not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(states)))
+    return states
+
+  monkeypatch.setattr(train, "create_states", spy)
+  mesh = train.sharding.make_mesh()
+  config = _config()
+  manager = checkpoints.make_manager(run)
+  try:
+    seg, critic, _, step = checkpoints.restore(
+        manager, *train.abstract_states(config, train.build_step_config(config, 4), mesh))
+  finally:
+    manager.close()
+  assert step == 4 and computed == [False]
+  expected_seg, expected_critic, _, _ = _restore(config, run)  # into concrete states
+  for got, want in ((seg, expected_seg), (critic, expected_critic)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      assert a.dtype == b.dtype and np.array_equal(a, b)
+      assert a.sharding.is_equivalent_to(train.sharding.replicated(mesh), a.ndim)
+  computed.clear()
+
+  assert train.train_and_evaluate(_config(num_steps=6), run)["step"] == 6
+  assert computed == [False]  # traced for the shapes only
+  computed.clear()
+  train.train_and_evaluate(_config(num_steps=2), str(run) + "_fresh")
+  assert computed == [True]
+
+
 # ---------------------------------------------------------------------------------------------
 # Rotation.
 

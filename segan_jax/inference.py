@@ -179,7 +179,7 @@ def load_model(workdir: str, step: int | None = None, k: float | None = None,
                      f"{steps}.")
 
     cfg = train.build_step_config(config, steps_per_epoch=1)  # the schedule does not matter here
-    abstract_seg, _ = jax.eval_shape(lambda: train.create_states(config, cfg))
+    abstract_seg, _ = train.abstract_states(config, cfg)
     try:
       with checkpoints.quiet_orbax():
         restored = manager.restore(step, args=ocp.args.Composite(

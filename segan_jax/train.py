@@ -87,12 +87,15 @@ def create_states(config: ml_collections.ConfigDict,
 
 
 def abstract_states(config: ml_collections.ConfigDict, cfg: steps.StepConfig,
-                    mesh: jax.sharding.Mesh) -> tuple[TrainState, TrainState]:
-  """create_states' shapes and dtypes, replicated over mesh, without computing them: the
-  structure a checkpoint is restored into."""
+                    mesh: jax.sharding.Mesh | None = None) -> tuple[TrainState, TrainState]:
+  """create_states' shapes and dtypes (replicated over mesh where given) without computing
+  them: the structure a checkpoint is restored into."""
+  shapes = jax.eval_shape(lambda: create_states(config, cfg))
+  if mesh is None:
+    return shapes
   rep = sharding.replicated(mesh)
   return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=rep),
-                      jax.eval_shape(lambda: create_states(config, cfg)))
+                      shapes)
 
 
 def load_data(config: ml_collections.ConfigDict

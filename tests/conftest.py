@@ -1,8 +1,15 @@
-"""Test-run settings: quiet TensorFlow, and one persistent XLA cache so repeated compiles are cheap."""
+"""Test-run settings: quiet TensorFlow, quick XLA compiles, and one persistent XLA cache."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Compiling, not running, takes most of the suite's time: XLA's CPU backend at optimisation level 0
+# compiles the tests' tiny models about 40% faster. Values differ from the default level only in
+# rounding, and the tests compare programs compiled alike or within tolerances.
+# SEGAN_TEST_XLA_OPT_LEVEL=3 tests at the level users run.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [
+    os.environ.get("XLA_FLAGS", ""),
+    "--xla_backend_optimization_level=" + os.environ.get("SEGAN_TEST_XLA_OPT_LEVEL", "0")]))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -103,7 +103,7 @@ TRAIN = textwrap.dedent("""
 
 def _run(code, devices, *args):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
   return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                         env=env, timeout=900)

@@ -11,6 +11,9 @@
   # the same from the raw results kept in the repository, without training
   python experiments/ablation.py --out=runs/ablation \
       --results='experiments/results/*/reference_budget' --compare=segan_paper,authors_settings
+  # Jaccard of rows by the lesion's share of the image (masks read from --data_dir)
+  python experiments/ablation.py --data_dir=/data/isic2017 \
+      --results='experiments/results/*/reference_budget' --by_lesion_size=segan_paper,dice_only
   # rows ending in _post score another row's runs with post-processed masks (no training of
   # their own): train segan_paper first, then
   python experiments/ablation.py --data_dir=/data/isic2017 --out=runs/ablation \
@@ -323,6 +326,50 @@ def compare(args, row_a: str, row_b: str, variant: str = "model", draws: int = 1
           f"worse on {int((diff < 0).sum())}")
 
 
+# Bins of the lesion's share of the image (ground truth, original resolution): small, medium,
+# large; large lesions scored worst on official images.
+LESION_BINS = (0.0, 0.1, 0.3, 1.0)
+
+
+def lesion_fractions(data_dir: str, ids) -> dict[str, float]:
+  """Each id's share of its image that the ground-truth lesion covers, from its mask at original
+  resolution (a pixel above 127 is lesion, as the scorer reads it)."""
+  from PIL import Image
+  from segan_jax.data import folder
+  pairs = {p.id: p for split in folder.scan(data_dir).values() for p in split}
+  missing = sorted(set(ids) - set(pairs))
+  if missing:
+    raise SystemExit(f"{data_dir}: no ground-truth mask for {len(missing)} scored ids, e.g. "
+                     f"{missing[:3]}; --data_dir must name the folder the runs were scored on")
+  fractions = {}
+  for i in ids:
+    if pairs[i].mask is None:
+      raise SystemExit(f"{pairs[i].image}: no ground-truth mask beside it in {data_dir}")
+    with pairs[i].mask.open() as f, Image.open(f) as mask:
+      fractions[i] = float((np.asarray(mask.convert("L")) > 127).mean())
+  return fractions
+
+
+def by_lesion_size(args, rows: list[str], variant: str = "model") -> str:
+  """Markdown: each row's Jaccard (seed-averaged per image) by the lesion's share of the image,
+  in the LESION_BINS, on the images every row scored."""
+  scores = {row: _per_image_jaccard(args, row, variant) for row in rows}
+  ids = sorted(set.intersection(*(set(j) for j, _ in scores.values())))
+  fraction = lesion_fractions(args.data_dir, ids)
+  bins = list(zip(LESION_BINS[:-1], LESION_BINS[1:]))
+  members = [[i for i in ids if lo <= fraction[i] < hi or (hi == 1.0 and fraction[i] == 1.0)]
+             for lo, hi in bins]
+  head = " | ".join(f"{100 * lo:.0f}-{100 * hi:.0f}% ({len(m)} images)"
+                    for (lo, hi), m in zip(bins, members))
+  lines = [f"Jaccard by the lesion's share of the image ({variant}, {len(ids)} images)", "",
+           f"| row | seeds | all | {head} |", "|---|---|---|" + "---|" * len(bins)]
+  for row, (jaccard, seeds) in scores.items():
+    cells = [f"{100 * np.mean([jaccard[i] for i in m]):.1f}" if m else "-" for m in members]
+    lines.append(f"| {row} | {seeds} | {100 * np.mean([jaccard[i] for i in ids]):.1f} | "
+                 + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", default=os.environ.get("SEGAN_ISIC2017_DIR", ""),
@@ -346,6 +393,9 @@ def main() -> None:
                            "row against ROW_A, with bootstrap intervals (no flips, and flips); a "
                            "folder in place of a row is one scored run (a run folder, or a kept "
                            "<row>_s<seed>/ folder), e.g. the same seed trained for longer")
+  parser.add_argument("--by_lesion_size", default="",
+                      help="ROW,ROW,...: each row's Jaccard by the lesion's share of the image "
+                           "(small, medium, large lesions; needs --data_dir for the masks)")
   parser.add_argument("--width", type=int, default=8)
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--batch_size", type=int, default=16)
@@ -359,7 +409,7 @@ def main() -> None:
   unknown = [r for r in rows + ([args.ensemble] if args.ensemble else []) if r not in ROWS]
   if unknown:
     parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
-  if rows and not args.data_dir:
+  if (rows or args.by_lesion_size) and not args.data_dir:
     parser.error("--data_dir (or SEGAN_ISIC2017_DIR) must name the folder of real ISIC 2017 pairs")
   args.data_dir = os.path.abspath(args.data_dir) if args.data_dir else ""
   args.val_ids = os.path.abspath(args.val_ids)
@@ -381,6 +431,8 @@ def main() -> None:
     for other in others:
       for variant in ("model", "model+tta"):
         print(compare(args, base, other, variant))
+  if args.by_lesion_size:
+    print(by_lesion_size(args, [r for r in args.by_lesion_size.split(",") if r]))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import experiment_scripts
@@ -249,3 +250,32 @@ def test_a_stopped_training_run_exits_143_with_how_to_resume(ablation, tmp_path,
   monkeypatch.setattr(ablation.subprocess, "run", failed)
   with pytest.raises(subprocess.CalledProcessError):
     ablation.train_and_score(args, "segan_paper", 0)
+
+
+def test_jaccard_by_lesion_size_bins_each_image_by_its_mask(ablation, tmp_path):
+  """Images fall in the small/medium/large bins by the share of their mask above 127; each bin's
+  Jaccard is the mean over its images of the seed-averaged scores; a missing mask is an error."""
+  from PIL import Image
+  data = tmp_path / "data"
+  (data / "images").mkdir(parents=True)
+  (data / "masks").mkdir()
+  for i, share in enumerate([0.05, 0.2, 0.25, 0.5]):
+    mask = np.zeros((20, 40), np.uint8)
+    mask.reshape(-1)[:int(share * mask.size)] = 255
+    mask.reshape(-1)[-3:] = 100  # not lesion for the scorer
+    Image.fromarray(mask).save(data / "masks" / f"img{i}_segmentation.png")
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(data / "images" / f"img{i}.jpg")
+  out = str(tmp_path / "runs")
+  _write_run(out, "segan_paper_s0", [0.5, 0.6, 0.7, 0.8])
+  _write_run(out, "dice_only_s0", [0.9, 0.8, 0.6, 0.2])
+  _write_run(out, "dice_only_s1", [0.7, 0.8, 0.8, 0.4])
+  args = argparse.Namespace(out=out, results=[], data_dir=str(data))
+  assert ablation.lesion_fractions(str(data), ["img0", "img3"]) == {"img0": 0.05, "img3": 0.5}
+  lines = ablation.by_lesion_size(args, ["segan_paper", "dice_only"]).splitlines()
+  assert "| row | seeds | all | 0-10% (1 images) | 10-30% (2 images) | 30-100% (1 images) |" in lines
+  assert "| segan_paper | 1 | 65.0 | 50.0 | 65.0 | 80.0 |" in lines
+  assert "| dice_only | 2 | 65.0 | 80.0 | 75.0 | 30.0 |" in lines
+  os.remove(data / "masks" / "img3_segmentation.png")
+  os.remove(data / "images" / "img3.jpg")
+  with pytest.raises(SystemExit, match="no ground-truth mask for 1 scored ids"):
+    ablation.by_lesion_size(args, ["segan_paper"])

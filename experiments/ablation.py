@@ -159,7 +159,7 @@ ROWS = {
                                         "--config.loss.bce_weight=1.0")),
     # isic2017_plus with one more change each: a critic constraint beyond clipping, the
     # authors' exact Dice term, the paper's colour jitter kept, the whole-image view more often,
-    # transposed views beside the flips.
+    # a cross-entropy term beside Dice, transposed views beside the flips.
     "plus_spectral_norm": Row("isic2017_plus with a spectrally normalised critic instead of "
                               "clipped kernels",
                               PLUS_RECIPE + ("--config.train.critic_constraint=spectral_norm",)),
@@ -174,6 +174,8 @@ ROWS = {
                           "half the time",
                           tuple(o.replace("whole_image_prob=0.5", "whole_image_prob=0.75")
                                 for o in PLUS_RECIPE)),
+    "plus_bce_dice": Row("isic2017_plus with a binary cross-entropy term beside the soft Dice "
+                         "term", PLUS_RECIPE + ("--config.loss.bce_weight=1.0",)),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
     # Cheap improvements.

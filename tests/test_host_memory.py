@@ -22,8 +22,10 @@ def _run(code: str, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 def _clean_env(**extra) -> dict:
+  """The environment without malloc settings, and without the suite's XLA_FLAGS: the processes
+  measure the runtime's memory as users run it, at XLA's default optimisation level."""
   env = {k: v for k, v in os.environ.items()
-         if k not in ("GLIBC_TUNABLES", host_memory._REEXEC_MARK)}
+         if k not in ("GLIBC_TUNABLES", host_memory._REEXEC_MARK, "XLA_FLAGS")}
   env.update(extra)
   return env
 

@@ -335,8 +335,8 @@ LESION_BINS = (0.0, 0.1, 0.3, 1.0)
 
 def lesion_fractions(data_dir: str, ids) -> dict[str, float]:
   """Each id's share of its image that the ground-truth lesion covers, from its mask at original
-  resolution (a pixel above 127 is lesion, as the scorer reads it)."""
-  from PIL import Image
+  resolution, read as the scorer reads ground truth."""
+  from segan_jax import metrics
   from segan_jax.data import folder
   pairs = {p.id: p for split in folder.scan(data_dir).values() for p in split}
   missing = sorted(set(ids) - set(pairs))
@@ -347,8 +347,8 @@ def lesion_fractions(data_dir: str, ids) -> dict[str, float]:
   for i in ids:
     if pairs[i].mask is None:
       raise SystemExit(f"{pairs[i].image}: no ground-truth mask beside it in {data_dir}")
-    with pairs[i].mask.open() as f, Image.open(f) as mask:
-      fractions[i] = float((np.asarray(mask.convert("L")) > 127).mean())
+    mask, _, _ = folder.decode_mask(pairs[i].mask)
+    fractions[i] = float(metrics.binarize_truth(mask).mean())
   return fractions
 
 

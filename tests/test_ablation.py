@@ -272,6 +272,11 @@ def test_jaccard_by_lesion_size_bins_each_image_by_its_mask(ablation, tmp_path):
   _write_run(out, "dice_only_s1", [0.7, 0.8, 0.8, 0.4])
   args = argparse.Namespace(out=out, results=[], data_dir=str(data))
   assert ablation.lesion_fractions(str(data), ["img0", "img3"]) == {"img0": 0.05, "img3": 0.5}
+  ones = np.zeros((20, 40), np.uint8)
+  ones[:, :10] = 1  # a 0/1 mask, read as the scorer reads it: a quarter lesion
+  Image.fromarray(ones).save(data / "masks" / "img4_segmentation.png")
+  Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(data / "images" / "img4.jpg")
+  assert ablation.lesion_fractions(str(data), ["img4"]) == {"img4": 0.25}
   lines = ablation.by_lesion_size(args, ["segan_paper", "dice_only"]).splitlines()
   assert "| row | seeds | all | 0-10% (1 images) | 10-30% (2 images) | 30-100% (1 images) |" in lines
   assert "| segan_paper | 1 | 65.0 | 50.0 | 65.0 | 80.0 |" in lines

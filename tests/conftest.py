@@ -1,4 +1,4 @@
-"""Test-run settings: quiet TensorFlow, quick XLA compiles, and one persistent XLA cache."""
+"""Test-run settings: quiet TensorFlow, quick XLA compiles, one persistent XLA cache, workers."""
 
 import os
 
@@ -41,3 +41,16 @@ def run_copy(trained_run, tmp_path):
   """A private copy of the trained run, for tests that write into it (selection.json)."""
   import shutil
   return shutil.copytree(trained_run, str(tmp_path / "run"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: one worker per usable core, at most 8 (each holds its own JAX runtime and models).
+
+  PYTEST_XDIST_AUTO_NUM_WORKERS overrides it, as in pytest-xdist.
+  """
+  del config
+  if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+    return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+  return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else (os.cpu_count() or 1)))

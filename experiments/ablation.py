@@ -176,6 +176,10 @@ ROWS = {
                                 for o in PLUS_RECIPE)),
     "plus_bce_dice": Row("isic2017_plus with a binary cross-entropy term beside the soft Dice "
                          "term", PLUS_RECIPE + ("--config.loss.bce_weight=1.0",)),
+    "plus_linear": Row("isic2017_plus with the paper's linear decay of the rate to 0 over the "
+                       "run instead of a constant rate",
+                       tuple(o.replace("optim.schedule=constant", "optim.schedule=linear")
+                             for o in PLUS_RECIPE)),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
     # Cheap improvements.

@@ -82,6 +82,12 @@ AUTHORS_SETTINGS = ("--config.loss.dice_weight=1.0", "--config.loss.layer_weight
 
 # isic2017_plus's recipe as overrides, shared by its row and the rows that take its critic away.
 PLUS_RECIPE = recipe_overrides(isic2017_plus)
+# isic2017_plus with the whole-image view three times in four, a cross-entropy term beside Dice
+# and the paper's linear decay of the rate: the three changes that each scored a little higher.
+PLUS_VIEW_BCE_LINEAR = tuple(
+    o.replace("whole_image_prob=0.5", "whole_image_prob=0.75").replace(
+        "optim.schedule=constant", "optim.schedule=linear")
+    for o in PLUS_RECIPE) + ("--config.loss.bce_weight=1.0",)
 
 ROWS = {
     "segan_paper": Row("SegAN as in the paper's text (multi-scale L1, adaptive logistic, clip "
@@ -180,6 +186,15 @@ ROWS = {
                        "run instead of a constant rate",
                        tuple(o.replace("optim.schedule=constant", "optim.schedule=linear")
                              for o in PLUS_RECIPE)),
+    # isic2017_plus with the three changes that each scored a little higher at once, then the
+    # same recipe without the critic (its segmentor alone by Dice and cross-entropy).
+    "plus_view_bce_linear": Row("isic2017_plus with the whole-image view three times in four, a "
+                                "cross-entropy term beside Dice and the rate decayed linearly to 0",
+                                PLUS_VIEW_BCE_LINEAR),
+    "plus_view_bce_linear_no_critic": Row("plus_view_bce_linear without the critic: the "
+                                          "segmentor alone, soft Dice and cross-entropy",
+                                          PLUS_VIEW_BCE_LINEAR
+                                          + ("--config.loss.adversarial_weight=0.0",)),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
     # Cheap improvements.

@@ -218,7 +218,12 @@ def test_post_processed_row_scores_the_trained_rows_runs(ablation, tmp_path, mon
     ("plus_spectral_norm", {"train.critic_constraint": "spectral_norm"}),
     ("plus_authors_dice", {"loss.dice_form": "authors"}),
     ("plus_bce_dice", {"loss.bce_weight": 1.0}),
-    ("plus_linear", {"optim.schedule": "linear"})])
+    ("plus_linear", {"optim.schedule": "linear"}),
+    ("plus_view_bce_linear", {"data.whole_image_prob": 0.75, "loss.bce_weight": 1.0,
+                              "optim.schedule": "linear"}),
+    ("plus_view_bce_linear_no_critic", {"data.whole_image_prob": 0.75, "loss.bce_weight": 1.0,
+                                        "optim.schedule": "linear",
+                                        "loss.adversarial_weight": 0.0})])
 def test_plus_rows_are_isic2017_plus_but_for_their_change(ablation, row, changes):
   from segan_jax.configs import isic2017, isic2017_plus
   from segan_jax.workdir import flatten_config

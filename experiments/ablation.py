@@ -82,12 +82,25 @@ AUTHORS_SETTINGS = ("--config.loss.dice_weight=1.0", "--config.loss.layer_weight
 
 # isic2017_plus's recipe as overrides, shared by its row and the rows that take its critic away.
 PLUS_RECIPE = recipe_overrides(isic2017_plus)
+
+
+def plus_with(*settings: str) -> tuple[str, ...]:
+  """isic2017_plus's overrides with each `field=value` setting replacing that field's, or added."""
+  overrides = list(PLUS_RECIPE)
+  for setting in settings:
+    field = f"--config.{setting.split('=', 1)[0]}="
+    at = next((i for i, o in enumerate(overrides) if o.startswith(field)), None)
+    if at is None:
+      overrides.append(f"--config.{setting}")
+    else:
+      overrides[at] = f"--config.{setting}"
+  return tuple(overrides)
+
+
 # isic2017_plus with the whole-image view three times in four, a cross-entropy term beside Dice
 # and the paper's linear decay of the rate: the three changes that each scored a little higher.
-PLUS_VIEW_BCE_LINEAR = tuple(
-    o.replace("whole_image_prob=0.5", "whole_image_prob=0.75").replace(
-        "optim.schedule=constant", "optim.schedule=linear")
-    for o in PLUS_RECIPE) + ("--config.loss.bce_weight=1.0",)
+PLUS_VIEW_BCE_LINEAR = plus_with("data.whole_image_prob=0.75", "optim.schedule=linear",
+                                 "loss.bce_weight=1.0")
 
 ROWS = {
     "segan_paper": Row("SegAN as in the paper's text (multi-scale L1, adaptive logistic, clip "
@@ -177,15 +190,11 @@ ROWS = {
                            f"data.{j}=" in o for j in ("brightness", "contrast", "saturation",
                                                         "hue")))),
     "plus_whole_075": Row("isic2017_plus with the whole-image view three times in four instead of "
-                          "half the time",
-                          tuple(o.replace("whole_image_prob=0.5", "whole_image_prob=0.75")
-                                for o in PLUS_RECIPE)),
+                          "half the time", plus_with("data.whole_image_prob=0.75")),
     "plus_bce_dice": Row("isic2017_plus with a binary cross-entropy term beside the soft Dice "
                          "term", PLUS_RECIPE + ("--config.loss.bce_weight=1.0",)),
     "plus_linear": Row("isic2017_plus with the paper's linear decay of the rate to 0 over the "
-                       "run instead of a constant rate",
-                       tuple(o.replace("optim.schedule=constant", "optim.schedule=linear")
-                             for o in PLUS_RECIPE)),
+                       "run instead of a constant rate", plus_with("optim.schedule=linear")),
     # isic2017_plus with the three changes that each scored a little higher at once, then the
     # same recipe without the critic (its segmentor alone by Dice and cross-entropy).
     "plus_view_bce_linear": Row("isic2017_plus with the whole-image view three times in four, a "

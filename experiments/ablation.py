@@ -204,6 +204,9 @@ ROWS = {
                                           "segmentor alone, soft Dice and cross-entropy",
                                           PLUS_VIEW_BCE_LINEAR
                                           + ("--config.loss.adversarial_weight=0.0",)),
+    "plus_adversarial_3": Row("isic2017_plus with the critic's multi-scale L1 term weighted 3 "
+                              "instead of 1 beside the soft Dice term",
+                              plus_with("loss.adversarial_weight=3.0")),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
     # Cheap improvements.

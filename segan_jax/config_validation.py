@@ -113,6 +113,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _positive_int(config, "data.decode_workers", minimum=0)
   _positive_int(config, "data.train_size")
   _positive_int(config, "data.val_size")
+  _positive_int(config, "data.train_limit", minimum=0)
   _number(config, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
   _positive_int(config, "data.image_size")
   _require(config.data.image_size % 128 == 0, "data.image_size",

@@ -133,6 +133,34 @@ def test_val_ids_file_is_written_then_read(tmp_path):
     sources.load_splits(config)
 
 
+def test_train_limit_keeps_a_seeded_nested_subset_of_the_training_pairs(tmp_path):
+  fx.write_generic(tmp_path, 20)
+  full_train, full_val = sources.load_splits(folder_config(tmp_path, val_fraction=0.25, seed=3))
+  full_ids = [e.id for e in full_train]
+  subsets = {}
+  for limit in (4, 8):
+    train, val = sources.load_splits(
+        folder_config(tmp_path, val_fraction=0.25, seed=3, train_limit=limit))
+    ids = [e.id for e in train]
+    assert len(ids) == limit and set(ids) <= set(full_ids)
+    assert ids == [i for i in full_ids if i in ids]  # the training split's order is kept
+    assert [e.id for e in val] == [e.id for e in full_val]  # the hold-out does not move
+    by_id = {e.id: e for e in full_train}
+    for e in train:
+      np.testing.assert_array_equal(e.image, by_id[e.id].image)
+      np.testing.assert_array_equal(e.mask, by_id[e.id].mask)
+    subsets[limit] = set(ids)
+  assert subsets[4] < subsets[8]
+  other = sources.load_splits(folder_config(tmp_path, val_fraction=0.25, seed=4, train_limit=4))
+  assert {e.id for e in other[0]} != subsets[4]  # another data.seed draws another subset
+  # The draw depends on the ids, not on the order the source lists them in.
+  assert ([e.id for e in sources.limit_training(list(reversed(full_train)), 4, 3)]
+          == list(reversed([i for i in full_ids if i in subsets[4]])))
+  assert sources.limit_training(full_train, 0, 3) == full_train
+  with pytest.raises(ConfigError, match=r"data\.train_limit=16 is more than the 15 training"):
+    sources.load_splits(folder_config(tmp_path, val_fraction=0.25, seed=3, train_limit=16))
+
+
 def test_resized_examples_equal_resizing_the_originals(tmp_path):
   fx.write_generic(tmp_path, 6)
   config = folder_config(tmp_path)
@@ -174,7 +202,8 @@ def test_config_rejects_a_missing_folder_and_bad_options(tmp_path):
   with pytest.raises(ConfigError, match=r"data\.dir"):
     validate_config(config)
   for field, value in (("on_bad_pairs", "ignore"), ("size_check", "loose"),
-                       ("nonbinary_masks", "round"), ("decode_workers", -1)):
+                       ("nonbinary_masks", "round"), ("decode_workers", -1),
+                       ("train_limit", -1)):
     config = default.get_config()
     config.data[field] = value
     with pytest.raises(ConfigError, match=rf"data\.{field}"):

@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.val_size = 100  # synthetic examples in the validation split
   config.data.val_fraction = 0.1  # hold-out fraction where a source has no validation split
   config.data.val_ids_file = ""  # held-out ids: read if the file exists, else written there
+  # Train on a seeded random subset of this many training pairs (0: all of them), drawn with
+  # data.seed after the hold-out, the same whatever train.seed: for learning curves.
+  config.data.train_limit = 0
   # Folder reading and bad input (see segan_jax/data/folder.py; also used when building TFDS):
   config.data.mask_suffix = "_segmentation"  # generic layout: masks/<stem><suffix>.png or <stem>.png
   config.data.on_bad_pairs = "error"  # error | skip (leave bad pairs out, logged with a count)

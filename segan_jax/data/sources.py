@@ -1,7 +1,10 @@
 """Where examples come from: the embedded synthetic set, a folder of pairs, or TFDS."""
 
 import ml_collections
+import numpy as np
+from absl import logging
 
+from segan_jax.config_validation import ConfigError
 from segan_jax.data.arrays import Example
 from segan_jax.errors import UserError
 
@@ -15,6 +18,25 @@ def synthetic_examples(seed: int, start: int, count: int, num_classes: int = 1) 
     image, mask = synthetic.generate_example(seed, index, num_classes=num_classes)
     examples.append(Example(id=f"synthetic_{seed}_{index:06d}", image=image, mask=mask))
   return examples
+
+
+def limit_training(examples: list[Example], limit: int, seed: int) -> list[Example]:
+  """A seeded random `limit` of the training examples in their original order (all for 0).
+
+  The draw depends on the examples' ids and seed alone, so runs that differ only in train.seed
+  train on the same pairs, and a larger limit keeps a smaller one's pairs (nested subsets).
+  """
+  if not limit:
+    return examples
+  if limit > len(examples):
+    raise ConfigError(f"config.data.train_limit={limit} is more than the {len(examples)} training "
+                      "pairs left after the hold-out; lower it, or set 0 to train on all of them.")
+  order = sorted(range(len(examples)), key=lambda i: examples[i].id)
+  keep = np.random.default_rng(seed).permutation(len(examples))[:limit]
+  chosen = sorted(order[i] for i in keep)
+  logging.info("Training on %d of the %d training pairs (data.train_limit, drawn with data.seed=%d).",
+               limit, len(examples), seed)
+  return [examples[i] for i in chosen]
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[list[Example], list[Example]]:
@@ -31,9 +53,17 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[list[Example], list[
   full-resolution images never all sit in memory; validation masks keep their original size.
   Bad input raises segan_jax.data.folder.DataError naming the file.
 
+  With config.data.train_limit > 0, training keeps a seeded random subset of that many pairs
+  (limit_training); validation is unchanged.
+
   Masks follow config.model.num_classes: 0/255 lesion masks for one class, index masks (0
   background, 1..N) for N > 1 (synthetic: its first N kinds; folder: index or palette PNGs).
   """
+  train, val = _source_splits(config)
+  return limit_training(train, int(config.data.get("train_limit", 0)), int(config.data.seed)), val
+
+
+def _source_splits(config: ml_collections.ConfigDict) -> tuple[list[Example], list[Example]]:
   data = config.data
   num_classes = int(config.model.num_classes)
   if data.source == "synthetic":

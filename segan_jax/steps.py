@@ -139,6 +139,32 @@ def _segmentor_forward(segmentor_state: TrainState, images: jax.Array, cfg: Step
                  segmentor_state.params, has_aux=True)
 
 
+def loss_weights(cfg: StepConfig) -> dict[str, float]:
+  """The weight of each term of S's objective (a term weighted 0 is not computed)."""
+  return {"adversarial_loss": cfg.adversarial_weight, "dice_loss": cfg.dice_weight,
+          "bce_loss": cfg.bce_weight}
+
+
+def segmentor_terms(cfg: StepConfig, critic_state: TrainState, images: jax.Array,
+                    masks: jax.Array, logits: jax.Array, k: jax.Array,
+                    real: list[jax.Array] | None = None) -> dict[str, jax.Array]:
+  """The unweighted terms of S's objective for S's logits: the multi-scale L1 between C's features
+  of the images masked by S's maps and by the true ones (`real`: computed when not given), and the
+  optional Dice and cross-entropy terms; only the terms weighted above 0."""
+  probs = adaptive_logistic(logits, k)
+  terms = {}
+  if cfg.adversarial_weight:
+    if real is None:
+      real, _ = critic_features(cfg, critic_state, images, masks)
+    fake, _ = critic_features(cfg, critic_state, images, probs)
+    terms["adversarial_loss"] = adversarial_loss(cfg, fake, real)
+  if cfg.dice_weight:
+    terms["dice_loss"] = dice_loss(probs, masks, cfg.dice_form)
+  if cfg.bce_weight:
+    terms["bce_loss"] = binary_cross_entropy_with_logits(logits, masks, k)
+  return terms
+
+
 def _segmentor_update(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
                       forward, k: jax.Array, cfg: StepConfig) -> tuple[TrainState, Metrics]:
   """S's step given its forward pass (_segmentor_forward): minimise L(S, C) (plus the optional
@@ -146,21 +172,11 @@ def _segmentor_update(segmentor_state: TrainState, critic_state: TrainState, bat
   images, masks = batch["image"], batch["mask"]
   logits, logits_vjp, stats = forward
   check_label_maps(logits, masks)
-  if cfg.adversarial_weight:
-    real, _ = critic_features(cfg, critic_state, images, masks)
+  real = critic_features(cfg, critic_state, images, masks)[0] if cfg.adversarial_weight else None
+  weights = loss_weights(cfg)
 
   def loss_fn(logits):
-    probs = adaptive_logistic(logits, k)
-    terms = {}
-    if cfg.adversarial_weight:
-      fake, _ = critic_features(cfg, critic_state, images, probs)
-      terms["adversarial_loss"] = adversarial_loss(cfg, fake, real)
-    if cfg.dice_weight:
-      terms["dice_loss"] = dice_loss(probs, masks, cfg.dice_form)
-    if cfg.bce_weight:
-      terms["bce_loss"] = binary_cross_entropy_with_logits(logits, masks, k)
-    weights = {"adversarial_loss": cfg.adversarial_weight, "dice_loss": cfg.dice_weight,
-               "bce_loss": cfg.bce_weight}
+    terms = segmentor_terms(cfg, critic_state, images, masks, logits, k, real)
     total = sum(weights[name] * value for name, value in terms.items())
     return total, terms
 

@@ -77,12 +77,18 @@ def measure(workdir: str, num_batches: int, data_dir: str | None = None) -> list
                for _ in range(num_batches)]
     rows.append({"step": step, "batches": num_batches,
                  **{key: float(np.mean([s[key] for s in samples])) for key in samples[0]}})
+    print(f"step {step}: measured on {num_batches} batches", file=sys.stderr, flush=True)
   manager.close()
   return rows
 
 
 def format_table(rows: list[dict]) -> str:
-  keys = [k for k in rows[0] if k not in ("step", "batches")]
+  """A markdown table: each term's value, then its gradient norm, then the critic's share and
+  cosine."""
+  measured = [k for k in rows[0] if k not in ("step", "batches")]
+  values = [k for k in measured if k.endswith("_loss")]
+  keys = (values + [f"{k}_grad_norm" for k in values if f"{k}_grad_norm" in measured]
+          + ["critic_to_others", "cosine"])
   lines = ["| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
   for row in rows:
     lines.append(f"| {row['step']} | " + " | ".join(f"{row[k]:.4g}" for k in keys) + " |")

@@ -46,7 +46,9 @@ def test_rows_per_checkpoint_with_norms_share_and_cosine(script, dice_run, tmp_p
         row["adversarial_loss_grad_norm"] / row["dice_loss_grad_norm"], rel=1e-5)
     assert -1.0 <= row["cosine"] <= 1.0 and 0 < row["dice_loss"] < 1
   printed = capsys.readouterr().out
-  assert printed.startswith("| step | adversarial_loss |") and printed.count("\n") == 4
+  assert printed.startswith("| step | adversarial_loss | dice_loss | adversarial_loss_grad_norm | "
+                            "dice_loss_grad_norm | critic_to_others | cosine |")
+  assert printed.count("\n") == 4
 
 
 def test_each_term_is_weighted_as_the_objective_weights_it(script, dice_run):

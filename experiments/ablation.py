@@ -209,7 +209,7 @@ ROWS = {
                               plus_with("loss.adversarial_weight=3.0")),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
-    # Scarce labels: isic2017_plus and its segmentor alone trained on a seeded tenth of the
+    # Scarce labels: isic2017_plus and its segmentor alone trained on a seeded ninth of the
     # training pairs (data.train_limit; the same 200 for every seed, the held-out ids unchanged).
     # Run with --k_decay_epochs=250 so that k stays at 1 for the 1000 steps (125 epochs of 8
     # steps), as the full-data rows' 25 epochs of 72 steps keep it.

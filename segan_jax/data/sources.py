@@ -34,8 +34,8 @@ def limit_training(examples: list[Example], limit: int, seed: int) -> list[Examp
   order = sorted(range(len(examples)), key=lambda i: examples[i].id)
   keep = np.random.default_rng(seed).permutation(len(examples))[:limit]
   chosen = sorted(order[i] for i in keep)
-  logging.info("Training on %d of the %d training pairs (data.train_limit, drawn with data.seed=%d).",
-               limit, len(examples), seed)
+  logging.info("Training on %d of the %d training pairs (data.train_limit, drawn with "
+               "data.seed=%d).", limit, len(examples), seed)
   return [examples[i] for i in chosen]
 
 

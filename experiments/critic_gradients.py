@@ -37,11 +37,12 @@ def term_gradients(cfg: steps.StepConfig, segmentor, critic, batch) -> dict[str,
   logits, _ = steps.segment(cfg, segmentor, images, train=True)
   real, _ = steps.critic_features(cfg, critic, images, masks)
   weights = steps.loss_weights(cfg)
-  terms = steps.segmentor_terms(cfg, critic, images, masks, logits, k, real)
-  grads = {name: weights[name] * jax.grad(
-      lambda l, name=name: steps.segmentor_terms(cfg, critic, images, masks, l, k, real)[name])(
-          logits) for name in terms}
-  out = {f"{name}": value for name, value in terms.items()}
+  # One forward pass of the terms, then one backward pass per term.
+  terms, vjp = jax.vjp(
+      lambda l: steps.segmentor_terms(cfg, critic, images, masks, l, k, real), logits)
+  grads = {name: weights[name] * vjp({n: jnp.ones_like(v) if n == name else jnp.zeros_like(v)
+                                      for n, v in terms.items()})[0] for name in terms}
+  out = dict(terms)
   out.update({f"{name}_grad_norm": jnp.linalg.norm(g) for name, g in grads.items()})
   others = sum(g for name, g in grads.items() if name != CRITIC)
   critic_norm, others_norm = jnp.linalg.norm(grads[CRITIC]), jnp.linalg.norm(others)
@@ -68,10 +69,10 @@ def measure(workdir: str, num_batches: int, data_dir: str | None = None) -> list
   if not saved:
     raise UserError(f"{workdir} holds no checkpoint to measure.")
   probe = jax.jit(lambda s, c, b: term_gradients(cfg, s, c, b))
+  shapes = train.abstract_states(config, cfg)
   rows = []
   for step in saved:
-    segmentor, critic, _, _ = checkpoints.restore(manager, *train.abstract_states(config, cfg),
-                                                  step=step)
+    segmentor, critic, _, _ = checkpoints.restore(manager, *shapes, step=step)
     batches = train.train_iterator(config, arrays, step)
     samples = [jax.device_get(probe(segmentor, critic, next(batches)))
                for _ in range(num_batches)]

@@ -207,6 +207,9 @@ ROWS = {
     "plus_adversarial_3": Row("isic2017_plus with the critic's multi-scale L1 term weighted 3 "
                               "instead of 1 beside the soft Dice term",
                               plus_with("loss.adversarial_weight=3.0")),
+    "plus_critic_steps_5": Row("isic2017_plus with five critic updates per segmentor update "
+                               "(WGAN's n_critic) instead of one",
+                               plus_with("train.critic_steps=5")),
     "plus_rot90": Row("isic2017_plus with transposed views half the time (all eight right-angle "
                       "rotations and reflections)", PLUS_RECIPE + ("--config.data.rot90=True",)),
     # Scarce labels: isic2017_plus and its segmentor alone trained on a seeded ninth of the

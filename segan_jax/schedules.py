@@ -25,6 +25,23 @@ def k_schedule(steps_per_epoch: int, k_init: float = 1.0, decay: float = 0.9,
   return schedule
 
 
+def per_update(schedule: Schedule, updates_per_step: int) -> Schedule:
+  """`schedule` of the training step for an optimiser updated updates_per_step times a step (the
+  critic with train.critic_steps > 1), whose own count runs that much faster."""
+  if updates_per_step == 1:
+    return schedule
+  return lambda count: schedule(jnp.asarray(count) // updates_per_step)
+
+
+def per_update_restart(restart: Callable | None, updates_per_step: int) -> Callable | None:
+  """A restart predicate of the training step for such an optimiser: true at the first of the
+  updates of each step where `restart` holds."""
+  if restart is None or updates_per_step == 1:
+    return restart
+  return lambda count: jnp.logical_and(jnp.asarray(count) % updates_per_step == 0,
+                                       restart(jnp.asarray(count) // updates_per_step))
+
+
 LR_SCHEDULES = ("linear", "step", "step_authors", "constant")
 
 

@@ -55,7 +55,9 @@ class StepConfig:
   dice_form: str = "soft"  # losses.DICE_FORMS
   critic_constraint: str = "clip"  # CRITIC_CONSTRAINTS
   ema_decay: float = 0.0  # S's moving average (0: none; the state must hold `ema` otherwise)
-  adam_restart: Callable | None = None  # steps at which both Adams restart (optimizers.adam)
+  adam_restart: Callable | None = None  # S's Adam restarts at these steps (optimizers.adam)
+  critic_adam_restart: Callable | None = None  # C's, counted in C's updates
+  critic_steps: int = 1  # C's updates per iteration (critic_lr counts C's updates)
 
 
 def _variables(state: TrainState, params: Any = None) -> dict[str, Any]:
@@ -189,12 +191,26 @@ def _segmentor_update(segmentor_state: TrainState, critic_state: TrainState, bat
   return new_state, metrics
 
 
+def _critic_updates(critic_state: TrainState, batch: Batch, logits: jax.Array, k: jax.Array,
+                    cfg: StepConfig) -> tuple[TrainState, Metrics]:
+  """cfg.critic_steps updates of C on the same batch and S's same output (WGAN's n_critic, here
+  without drawing new batches, so the data stream does not depend on it); the last one's
+  metrics."""
+  if cfg.critic_steps == 1:
+    return _critic_update(critic_state, batch, logits, k, cfg)
+  state, metrics = _critic_update(critic_state, batch, logits, k, cfg)
+  return jax.lax.fori_loop(
+      1, cfg.critic_steps, lambda _, carry: _critic_update(carry[0], batch, logits, k, cfg),
+      (state, metrics))
+
+
 def critic_step(critic_state: TrainState, segmentor_state: TrainState, batch: Batch,
                 cfg: StepConfig) -> tuple[TrainState, Metrics]:
-  """One update of C maximising L(S, C) with S fixed, then clipping C's parameters."""
+  """C's updates of one iteration (cfg.critic_steps, 1 in the paper) maximising L(S, C) with S
+  fixed, each followed by clipping C's parameters."""
   k = cfg.k_schedule(segmentor_state.step)
   logits, _ = segment(cfg, segmentor_state, batch["image"], train=True)
-  return _critic_update(critic_state, batch, logits, k, cfg)
+  return _critic_updates(critic_state, batch, logits, k, cfg)
 
 
 def segmentor_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
@@ -207,7 +223,8 @@ def segmentor_step(segmentor_state: TrainState, critic_state: TrainState, batch:
 
 def train_step(segmentor_state: TrainState, critic_state: TrainState, batch: Batch,
                cfg: StepConfig) -> tuple[TrainState, TrainState, Metrics]:
-  """One SegAN iteration: a critic step, then a segmentor step against the updated critic.
+  """One SegAN iteration: a critic step (cfg.critic_steps updates), then a segmentor step against
+  the updated critic.
 
   S is the same in both steps, so its forward pass runs once: its detached output drives the
   critic step and its backward pass the segmentor step (critic_step then segmentor_step compute
@@ -217,7 +234,7 @@ def train_step(segmentor_state: TrainState, critic_state: TrainState, batch: Bat
   forward = _segmentor_forward(segmentor_state, batch["image"], cfg)
   metrics = {}
   if cfg.adversarial_weight:
-    critic_state, metrics = _critic_update(critic_state, batch, forward[0], k, cfg)
+    critic_state, metrics = _critic_updates(critic_state, batch, forward[0], k, cfg)
   segmentor_state, seg_metrics = _segmentor_update(segmentor_state, critic_state, batch, forward,
                                                    k, cfg)
   return segmentor_state, critic_state, {**metrics, **seg_metrics}

@@ -53,8 +53,12 @@ def build_step_config(config: ml_collections.ConfigDict, steps_per_epoch: int) -
   weights = tuple(float(w) for w in config.loss.layer_weights) or None
   restart = (schedules.decay_steps(o.schedule, steps_per_epoch, o.decay_epochs)
              if o.reset_at_decay else None)
+  n_critic = int(config.train.critic_steps)
   return steps.StepConfig(
-      segmentor=segmentor, critic=critic, k_schedule=k, segmentor_lr=lr, critic_lr=lr,
+      segmentor=segmentor, critic=critic, k_schedule=k, segmentor_lr=lr,
+      critic_lr=schedules.per_update(lr, n_critic),
+      critic_adam_restart=schedules.per_update_restart(restart, n_critic),
+      critic_steps=n_critic,
       critic_clip=float(config.train.critic_clip),
       adversarial_weight=float(config.loss.adversarial_weight),
       dice_weight=float(config.loss.dice_weight), bce_weight=float(config.loss.bce_weight),
@@ -72,16 +76,17 @@ def create_states(config: ml_collections.ConfigDict,
   """
   side = config.data.image_size
   shape = (1, side, side, 3)
-  tx = lambda: optimizers.adam(cfg.segmentor_lr, config.optim.b1, config.optim.b2,
-                               cfg.adam_restart)
+  tx = lambda lr, restart: optimizers.adam(lr, config.optim.b1, config.optim.b2, restart)
   init = config.model.init
 
   def create(rng: jax.Array) -> tuple[TrainState, TrainState]:
     rng_s, rng_c = jax.random.split(rng)
-    segmentor = create_train_state(cfg.segmentor, rng_s, shape, tx(), init)
+    segmentor = create_train_state(cfg.segmentor, rng_s, shape,
+                                   tx(cfg.segmentor_lr, cfg.adam_restart), init)
     if cfg.ema_decay:  # the moving average starts at the initial weights (debiased: see update_ema)
       segmentor = with_ema(segmentor)
-    return segmentor, create_train_state(cfg.critic, rng_c, shape, tx(), init)
+    return segmentor, create_train_state(cfg.critic, rng_c, shape,
+                                         tx(cfg.critic_lr, cfg.critic_adam_restart), init)
 
   return jax.jit(create)(jax.random.key(config.train.seed))
 

@@ -220,6 +220,7 @@ def test_post_processed_row_scores_the_trained_rows_runs(ablation, tmp_path, mon
     ("plus_bce_dice", {"loss.bce_weight": 1.0}),
     ("plus_linear", {"optim.schedule": "linear"}),
     ("plus_adversarial_3", {"loss.adversarial_weight": 3.0}),
+    ("plus_critic_steps_5", {"train.critic_steps": 5}),
     ("plus_200", {"data.train_limit": 200}),
     ("plus_dice_only_200", {"data.train_limit": 200, "loss.adversarial_weight": 0.0}),
     ("plus_view_bce_linear", {"data.whole_image_prob": 0.75, "loss.bce_weight": 1.0,

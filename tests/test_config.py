@@ -63,6 +63,7 @@ def test_isic2017_is_the_paper_recipe():
     ("schedule.k_floor", 0.0),
     ("train.batch_size", 0),
     ("train.critic_clip", 0.0),
+    ("train.critic_steps", 0),
     ("eval.threshold", 1.5),
     ("dtype", "float16"),
 ])

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from segan_jax import schedules
 from segan_jax.schedules import k_schedule, learning_rate_schedule
 
 
@@ -57,3 +58,16 @@ def test_step_authors_halves_after_epoch_0_then_every_25_epochs():
   assert theirs(400) == 1e-8  # the floor is reached
   with pytest.raises(ValueError, match="steps_per_epoch"):
     learning_rate_schedule("step_authors", 2e-4, 10, 0)
+
+
+def test_per_update_schedule_and_restart_count_training_steps():
+  """An optimiser updated n times a step (train.critic_steps) sees the step's rate and restarts
+  once, at the first update of the step where the step's restart falls."""
+  base = schedules.learning_rate_schedule("linear", 1.0, num_steps=10, steps_per_epoch=5)
+  per = schedules.per_update(base, 3)
+  assert [float(per(c)) for c in range(6)] == pytest.approx([1.0] * 3 + [0.9] * 3)
+  assert schedules.per_update(base, 1) is base
+  restart = lambda step: step == 2
+  per_restart = schedules.per_update_restart(restart, 3)
+  assert [bool(per_restart(c)) for c in range(9)] == [False] * 6 + [True, False, False]
+  assert schedules.per_update_restart(None, 3) is None

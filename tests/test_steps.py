@@ -398,3 +398,32 @@ def test_ema_is_the_debiased_average_of_the_weights_and_changes_nothing_else(set
   from_raw = adaptive_logistic(cfg.segmentor.apply(history[-1], images, train=False), k)
   np.testing.assert_allclose(probs, np.asarray(from_ema), rtol=1e-5, atol=1e-6)
   assert not np.allclose(probs, np.asarray(from_raw), atol=1e-4)
+
+
+def test_critic_steps_are_that_many_critic_updates_on_the_iteration_batch(setup):
+  """train.critic_steps=3: the iteration's critic step is three updates of C on the same batch
+  and S's same output, the same as three one-update critic steps; S's step then follows."""
+  config, _, seg, critic = setup
+  config.optim.schedule = "linear"
+  config.train.critic_steps = 3
+  cfg3 = build_step_config(config, steps_per_epoch=1)
+  config.train.critic_steps = 1
+  cfg1 = build_step_config(config, steps_per_epoch=1)
+  batch = _batch(5)
+  one = jax.jit(functools.partial(steps.critic_step, cfg=cfg1))
+  expected = critic
+  for _ in range(3):
+    expected, expected_metrics = one(expected, seg, batch)
+  actual, metrics = jax.jit(functools.partial(steps.critic_step, cfg=cfg3))(critic, seg, batch)
+  assert int(actual.step) == 3
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+  jax.tree.map(close, _copy(actual.params), _copy(expected.params))
+  np.testing.assert_allclose(float(metrics["critic_loss"]),
+                             float(expected_metrics["critic_loss"]), rtol=1e-5)
+  # The critic's rate follows the training step, not its own count of updates.
+  assert float(metrics["critic_lr"]) == pytest.approx(float(cfg3.segmentor_lr(0)))
+  assert float(cfg3.critic_lr(3 * 7 + 2)) == pytest.approx(float(cfg3.segmentor_lr(7)))
+
+  seg3, critic3, m3 = jax.jit(functools.partial(steps.train_step, cfg=cfg3))(seg, critic, batch)
+  assert int(seg3.step) == 1 and int(critic3.step) == 3
+  assert {"critic_loss", "adversarial_loss"} <= set(m3)

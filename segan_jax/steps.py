@@ -196,12 +196,10 @@ def _critic_updates(critic_state: TrainState, batch: Batch, logits: jax.Array, k
   """cfg.critic_steps updates of C on the same batch and S's same output (WGAN's n_critic, here
   without drawing new batches, so the data stream does not depend on it); the last one's
   metrics."""
-  if cfg.critic_steps == 1:
-    return _critic_update(critic_state, batch, logits, k, cfg)
-  state, metrics = _critic_update(critic_state, batch, logits, k, cfg)
-  return jax.lax.fori_loop(
-      1, cfg.critic_steps, lambda _, carry: _critic_update(carry[0], batch, logits, k, cfg),
-      (state, metrics))
+  # Unrolled: under jax.lax.fori_loop the same updates ran 2-4x slower on XLA's CPU backend.
+  for _ in range(cfg.critic_steps):
+    critic_state, metrics = _critic_update(critic_state, batch, logits, k, cfg)
+  return critic_state, metrics
 
 
 def critic_step(critic_state: TrainState, segmentor_state: TrainState, batch: Batch,

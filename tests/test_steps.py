@@ -402,16 +402,23 @@ def test_ema_is_the_debiased_average_of_the_weights_and_changes_nothing_else(set
 
 def test_critic_steps_are_that_many_critic_updates_on_the_iteration_batch(setup):
   """train.critic_steps=3: the iteration's critic step is three updates of C on the same batch
-  and S's same output, the same as three one-update critic steps; S's step then follows."""
-  config, _, seg, critic = setup
-  config.optim.schedule = "linear"
+  and S's same output, all at the iteration's learning rate (the critic's schedule follows the
+  training step, not its own count of updates); S's step then follows."""
+  config, _, seg, _ = setup
+  config.optim.schedule = "linear"  # over 4 steps: the rate falls by a quarter each step
+  config.train.num_steps = 4
   config.train.critic_steps = 3
-  cfg3 = build_step_config(config, steps_per_epoch=1)
+  cfg3 = dataclasses.replace(build_step_config(config, steps_per_epoch=1), critic_clip=1e9)
+  _, critic = create_states(config, cfg3)
   config.train.critic_steps = 1
-  cfg1 = build_step_config(config, steps_per_epoch=1)
+  cfg1 = dataclasses.replace(build_step_config(config, steps_per_epoch=1), critic_clip=1e9)
+  rate = float(cfg1.critic_lr(0))
+  assert float(cfg1.critic_lr(2)) == pytest.approx(rate / 2)
+  # Expected: three one-update critic steps by an Adam whose rate stays at step 0's.
+  at_step_0 = optax.adam(rate, b1=config.optim.b1, b2=config.optim.b2)
+  expected = critic.replace(tx=at_step_0, opt_state=at_step_0.init(critic.params))
   batch = _batch(5)
   one = jax.jit(functools.partial(steps.critic_step, cfg=cfg1))
-  expected = critic
   for _ in range(3):
     expected, expected_metrics = one(expected, seg, batch)
   actual, metrics = jax.jit(functools.partial(steps.critic_step, cfg=cfg3))(critic, seg, batch)
@@ -420,9 +427,8 @@ def test_critic_steps_are_that_many_critic_updates_on_the_iteration_batch(setup)
   jax.tree.map(close, _copy(actual.params), _copy(expected.params))
   np.testing.assert_allclose(float(metrics["critic_loss"]),
                              float(expected_metrics["critic_loss"]), rtol=1e-5)
-  # The critic's rate follows the training step, not its own count of updates.
-  assert float(metrics["critic_lr"]) == pytest.approx(float(cfg3.segmentor_lr(0)))
-  assert float(cfg3.critic_lr(3 * 7 + 2)) == pytest.approx(float(cfg3.segmentor_lr(7)))
+  assert float(metrics["critic_lr"]) == pytest.approx(rate)
+  assert float(cfg3.critic_lr(3 * 2 + 2)) == pytest.approx(float(cfg3.segmentor_lr(2)))
 
   seg3, critic3, m3 = jax.jit(functools.partial(steps.train_step, cfg=cfg3))(seg, critic, batch)
   assert int(seg3.step) == 1 and int(critic3.step) == 3

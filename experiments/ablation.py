@@ -355,20 +355,37 @@ def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], 
   return {i: float(np.mean(v)) for i, v in values.items()}, len(paths)
 
 
-def compare(args, row_a: str, row_b: str, variant: str = "model", draws: int = 10000) -> str:
-  """Paired difference of mean Jaccard (b - a) over the held-out images, seed-averaged per image,
-  with a 95% bootstrap interval over images: whether a gap is larger than the choice of images."""
-  a, na = _per_image_jaccard(args, row_a, variant)
-  b, nb = _per_image_jaccard(args, row_b, variant)
+def _paired(a: dict[str, float], b: dict[str, float], b_name: str,
+            draws: int) -> tuple[int, str]:
+  """b - a over the images both hold: their number, and the mean difference in Jaccard points
+  with a 95% bootstrap interval over images (whether a gap is larger than the choice of
+  images)."""
   ids = sorted(set(a) & set(b))
   diff = np.array([b[i] - a[i] for i in ids])
   rng = np.random.default_rng(0)
   boot = diff[rng.integers(0, len(diff), (draws, len(diff)))].mean(axis=1)
   lo, hi = np.percentile(boot, [2.5, 97.5])
-  return (f"{row_b} ({nb} seeds) - {row_a} ({na} seeds), {variant}, {len(ids)} images: "
-          f"Jaccard {100 * diff.mean():+.2f} points, 95% bootstrap interval "
-          f"[{100 * lo:+.2f}, {100 * hi:+.2f}]; {row_b} better on {int((diff > 0).sum())} images, "
-          f"worse on {int((diff < 0).sum())}")
+  return len(ids), (f"Jaccard {100 * diff.mean():+.2f} points, 95% bootstrap interval "
+                    f"[{100 * lo:+.2f}, {100 * hi:+.2f}]; {b_name} better on "
+                    f"{int((diff > 0).sum())} images, worse on {int((diff < 0).sum())}")
+
+
+def compare(args, row_a: str, row_b: str, variant: str = "model", draws: int = 10000) -> str:
+  """Paired difference of mean Jaccard (b - a) over the held-out images, seed-averaged per
+  image."""
+  a, na = _per_image_jaccard(args, row_a, variant)
+  b, nb = _per_image_jaccard(args, row_b, variant)
+  count, paired = _paired(a, b, row_b, draws)
+  return f"{row_b} ({nb} seeds) - {row_a} ({na} seeds), {variant}, {count} images: {paired}"
+
+
+def tta_gain(args, row: str, draws: int = 10000) -> str:
+  """What test-time flips add to the row's own runs: the paired difference of each image's
+  Jaccard with and without them (seed-averaged per image)."""
+  plain, seeds = _per_image_jaccard(args, row, "model")
+  flipped, _ = _per_image_jaccard(args, row, "model+tta")
+  count, paired = _paired(plain, flipped, "flips", draws)
+  return f"{row} ({seeds} seeds), flips - no flips, {count} images: {paired}"
 
 
 # Bins of the lesion's share of the image (ground truth, original resolution): small, medium,
@@ -438,6 +455,9 @@ def main() -> None:
                            "row against ROW_A, with bootstrap intervals (no flips, and flips); a "
                            "folder in place of a row is one scored run (a run folder, or a kept "
                            "<row>_s<seed>/ folder), e.g. the same seed trained for longer")
+  parser.add_argument("--tta_gain", default="",
+                      help="ROW,ROW,...: paired per-image Jaccard of each row's runs with "
+                           "test-time flips against the same runs without them")
   parser.add_argument("--by_lesion_size", default="",
                       help="ROW,ROW,...: each row's Jaccard by the lesion's share of the image "
                            "(small, medium, large lesions; needs --data_dir for the masks)")
@@ -476,6 +496,8 @@ def main() -> None:
     for other in others:
       for variant in ("model", "model+tta"):
         print(compare(args, base, other, variant))
+  for row in [r for r in args.tta_gain.split(",") if r]:
+    print(tta_gain(args, row))
   if args.by_lesion_size:
     print(by_lesion_size(args, [r for r in args.by_lesion_size.split(",") if r]))
 

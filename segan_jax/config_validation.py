@@ -75,6 +75,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "data.source", SOURCES)
   _require(isinstance(_get(config, "eval.postprocess"), bool), "eval.postprocess",
            "must be True or False", config.eval.postprocess)
+  _require(isinstance(_get(config, "eval.tta"), bool), "eval.tta", "must be True or False",
+           config.eval.tta)
   _require(not (config.eval.postprocess and config.model.num_classes > 1), "eval.postprocess",
            "keeps one lesion's largest component, so it needs model.num_classes=1",
            config.eval.postprocess)

@@ -256,7 +256,7 @@ def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[flo
 # ---------------------------------------------------------------------------------------------
 # Evaluation.
 
-def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "none",
+def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str | None = "none",
              data_source: str | None = None, data_dir: str | None = None,
              output: str | None = None, search: bool = False,
              k_grid: Sequence[float] = DEFAULT_K_GRID,
@@ -271,7 +271,7 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
   With `postprocess`, every thresholded mask is reduced to its largest connected component with
   its holes filled (segan_jax.postprocess) at the original resolution before it is scored or
   drawn, and --search selects on the post-processed masks; None takes the first run's
-  config.eval.postprocess. `use_ema=False` scores the raw weights of runs that also keep a moving
+  config.eval.postprocess. `tta` None likewise takes its config.eval.tta. `use_ema=False` scores the raw weights of runs that also keep a moving
   average (train.ema_decay > 0).
   """
   workdirs = list(workdirs)
@@ -282,9 +282,9 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str = "non
                           "Score other splits afterwards with the stored selection.")
   if search and (step is not None or k is not None or threshold is not None):
     raise EvaluationError("--search chooses the step, k and threshold; do not also set them.")
-  inference.view_transforms(tta)
-
   first_config = inference.load_config(workdirs[0])
+  tta = inference.tta_mode(tta, first_config)
+  inference.view_transforms(tta)
   if postprocess is None:
     postprocess = bool(first_config.eval.postprocess)
   if postprocess and int(first_config.model.num_classes) > 1:
@@ -544,7 +544,8 @@ def _define_flags():
   flags.DEFINE_enum("split", "validation", list(SPLITS), "Split of the run's data to score.")
   flags.DEFINE_string("data_source", None, "Override config.data.source (synthetic|folder|tfds).")
   flags.DEFINE_string("data_dir", None, "Override config.data.dir.")
-  flags.DEFINE_bool("tta", False, "Also score with test-time flips (4 views averaged).")
+  flags.DEFINE_bool("tta", None, "Also score with test-time flips (4 views averaged); the flipped "
+                    "views' score is then the primary one. Default: the run's config.eval.tta.")
   flags.DEFINE_bool("search", False, "Grid-search checkpoint, k and threshold on validation "
                     "Jaccard; store the choice in each RUN/selection.json.")
   flags.DEFINE_list("k_grid", [str(k) for k in DEFAULT_K_GRID], "k values searched.")
@@ -594,7 +595,7 @@ def main(argv):
   host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax  # noqa: F401 - after configure, which may restart the process
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
-  evaluate(FLAGS.workdir, split=FLAGS.split, tta="flips" if FLAGS.tta else "none",
+  evaluate(FLAGS.workdir, split=FLAGS.split, tta=inference.tta_from_flag(FLAGS.tta),
            data_source=FLAGS.data_source, data_dir=FLAGS.data_dir, output=FLAGS.output,
            search=FLAGS.search, k_grid=k_grid, threshold_grid=threshold_grid,
            search_steps=steps, step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,

@@ -155,16 +155,18 @@ def check_output(output: str, overwrite: bool) -> None:
                       "it, or choose another folder.")
 
 
-def export(models: Sequence[inference.LoadedModel], output: str, tta: str = "none",
+def export(models: Sequence[inference.LoadedModel], output: str, tta: str | None = "none",
            platforms: Sequence[str] = ("cpu",), overwrite: bool = False) -> dict[str, Any]:
   """Writes the SavedModel (and segan_export.json) to `output`; returns the metadata.
 
   An existing non-empty `output` is replaced only when it is an earlier export and `overwrite`.
+  `tta` None takes the first run's config.eval.tta.
   """
   bad = [p for p in platforms if p not in PLATFORMS]
   if bad or not platforms:
     raise ExportError(f"Unknown platforms {bad}; choose from {PLATFORMS}.")
   check_output(output, overwrite)
+  tta = inference.tta_mode(tta, models[0].config)
   try:
     import tensorflow as tf
   except ImportError as e:
@@ -202,7 +204,8 @@ def _define_flags():
   flags.DEFINE_multi_string("workdir", None,
                             "Training run(s); several are exported as an ensemble.")
   flags.DEFINE_string("output", None, "SavedModel folder (created).")
-  flags.DEFINE_bool("tta", False, "Bake test-time flips into the exported function.")
+  flags.DEFINE_bool("tta", None, "Bake test-time flips into the exported function. Default: the "
+                    "run's config.eval.tta.")
   flags.DEFINE_list("platforms", ["cpu"], f"Platforms the SavedModel runs on ({PLATFORMS}).")
   flags.DEFINE_integer("step", None, "Checkpoint step (single run; default: selection or latest).")
   flags.DEFINE_float("k", None, "Override k.")
@@ -221,7 +224,7 @@ def main(argv):
   check_output(FLAGS.output, FLAGS.overwrite)
   models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
                                  FLAGS.use_selection)
-  meta = export(models, FLAGS.output, "flips" if FLAGS.tta else "none", FLAGS.platforms,
+  meta = export(models, FLAGS.output, inference.tta_from_flag(FLAGS.tta), FLAGS.platforms,
                 FLAGS.overwrite)
   print(f"Exported {len(models)} model(s) (steps {[m['step'] for m in meta['models']]}, "
         f"k={meta['k']}, threshold={meta['threshold']:g}, tta={meta['tta']}) to {FLAGS.output}")

@@ -252,6 +252,18 @@ def load_models(workdirs: Sequence[str], step: int | None = None, k: float | Non
   return models
 
 
+def tta_mode(tta: str | None, config: ml_collections.ConfigDict) -> str:
+  """`tta`, or where it is None the run's default: "flips" if config.eval.tta, else "none"."""
+  if tta is None:
+    return "flips" if config.eval.tta else "none"
+  return tta
+
+
+def tta_from_flag(flag: bool | None) -> str | None:
+  """A command line's --tta/--notta as a TTA mode; None (neither given) leaves it to the run."""
+  return None if flag is None else ("flips" if flag else "none")
+
+
 def view_transforms(tta: str) -> tuple[tuple[bool, bool], ...]:
   """The (flip rows, flip columns) views of a TTA mode ("none" or "flips")."""
   if tta not in _VIEWS:

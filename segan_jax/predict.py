@@ -330,7 +330,8 @@ def _save_classes(output: str, image_id_: str, image: np.ndarray, probs: np.ndar
 
 
 def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str], output: str,
-                  batch_size: int = 8, tta: str = "none", save_probabilities: bool = False,
+                  batch_size: int = 8, tta: str | None = "none",
+                  save_probabilities: bool = False,
                   save_overlays: bool = False, recursive: bool = False, progress: bool = True,
                   workers: int = 4, log=print, overwrite: bool = False,
                   postprocess: bool | None = False) -> dict[str, Any]:
@@ -338,12 +339,13 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
 
   With `postprocess`, each mask is its largest connected component with its holes filled
   (segan_jax.postprocess), at the original size, as `evaluate --postprocess` scores it; None
-  takes the first run's config.eval.postprocess.
+  takes the first run's config.eval.postprocess, and `tta` None its config.eval.tta.
   Raises OutputError before any work if the outputs would replace files (see check_output).
   """
   t0 = time.time()
   if postprocess is None:
     postprocess = bool(models[0].config.eval.postprocess)
+  tta = inference.tta_mode(tta, models[0].config)
   if postprocess and models[0].num_classes > 1:
     raise UserError("--postprocess keeps one lesion's largest component; the run segments "
                     f"model.num_classes={models[0].num_classes} classes. Leave --postprocess out.")
@@ -455,7 +457,8 @@ def _define_flags():
   flags.DEFINE_multi_string("workdir", None, "Training run(s); several form an ensemble.")
   flags.DEFINE_multi_string("input", None, "Image file, folder or glob pattern (repeatable).")
   flags.DEFINE_string("output", None, "Folder for the masks (created).")
-  flags.DEFINE_bool("tta", False, "Average the maps of the 4 flipped views.")
+  flags.DEFINE_bool("tta", None, "Average the maps of the 4 flipped views. Default: the run's "
+                    "config.eval.tta.")
   flags.DEFINE_bool("save_probabilities", False, "Also write <id>_probability.png (8-bit).")
   flags.DEFINE_bool("save_overlays", False, "Also write <id>_overlay.jpg (contour on the photo).")
   flags.DEFINE_bool("postprocess", None, "Keep each mask's largest connected component and fill "
@@ -495,7 +498,7 @@ def main(argv):
           f"({m.sources['k']}), threshold={m.threshold:g} ({m.sources['threshold']})")
   log = lambda message: print(message, file=sys.stderr)
   report = predict_files(models, FLAGS.input, FLAGS.output, FLAGS.batch_size,
-                         "flips" if FLAGS.tta else "none", FLAGS.save_probabilities,
+                         inference.tta_from_flag(FLAGS.tta), FLAGS.save_probabilities,
                          FLAGS.save_overlays, FLAGS.recursive, FLAGS.progress, log=log,
                          overwrite=FLAGS.overwrite, postprocess=FLAGS.postprocess)
   print(f"Segmented {report['num_segmented']} of {report['num_files']} images into "

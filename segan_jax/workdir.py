@@ -32,7 +32,7 @@ HISTORY_DIR = "config_history"
 RESUMABLE_FIELDS = frozenset({
     "train.num_steps", "train.num_epochs", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep_checkpoints", "eval.batch_size", "eval.num_panels", "data.decode_workers",
-    "model.conv_impl", "eval.postprocess",
+    "model.conv_impl", "eval.postprocess", "eval.tta",
 })
 
 

@@ -295,3 +295,18 @@ def test_jaccard_by_lesion_size_bins_each_image_by_its_mask(ablation, tmp_path):
   os.remove(data / "images" / "img3.jpg")
   with pytest.raises(SystemExit, match="no ground-truth mask for 1 scored ids"):
     ablation.by_lesion_size(args, ["segan_paper"])
+
+
+def test_tta_gain_pairs_each_run_with_its_own_flips(ablation, tmp_path, monkeypatch, capsys):
+  out = str(tmp_path)
+  _write_run(out, "isic2017_plus_s0", [0.5, 0.6, 0.7, 0.8])  # the flips add 0.01 to each image
+  _write_run(out, "isic2017_plus_s1", [0.1, 0.2, 0.3, 0.4])
+  _write_run(out, "plus_dice_only_s0", [0.5, 0.6, 0.7, 0.8])
+  line = ablation.tta_gain(argparse.Namespace(out=out, results=[]), "isic2017_plus")
+  assert line.startswith("isic2017_plus (2 seeds), flips - no flips, 4 images: Jaccard +1.00 "
+                         "points, 95% bootstrap interval [+1.00, +1.00]; flips better on 4")
+  monkeypatch.setattr(sys, "argv", ["ablation.py", f"--out={out}",
+                                    "--tta_gain=isic2017_plus,plus_dice_only"])
+  ablation.main()
+  printed = capsys.readouterr().out.splitlines()
+  assert [p.split(" (")[0] for p in printed] == ["isic2017_plus", "plus_dice_only"]

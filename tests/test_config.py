@@ -65,6 +65,7 @@ def test_isic2017_is_the_paper_recipe():
     ("train.critic_clip", 0.0),
     ("train.critic_steps", 0),
     ("eval.threshold", 1.5),
+    ("eval.tta", "flips"),
     ("dtype", "float16"),
 ])
 def test_invalid_values_name_the_field(field, value):

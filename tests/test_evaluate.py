@@ -10,8 +10,9 @@ import jax
 import numpy as np
 import pytest
 from eval_fixtures import BATCH
+from PIL import Image
 
-from segan_jax import evaluate, inference, metrics
+from segan_jax import evaluate, inference, metrics, predict
 
 
 def _read_csv(path):
@@ -62,7 +63,6 @@ def test_examples_spread_over_the_ranking_best_first(single):
   assert [e["id"] for e in single["examples"]] == [
       r["id"] for r in sorted(_read_csv(os.path.join(single["output"], "per_image.csv")),
                               key=lambda r: (-float(r["jaccard"]), r["id"]))]
-  from PIL import Image
   width, height = Image.open(os.path.join(single["output"], "examples.png")).size
   worst_width, _ = Image.open(os.path.join(single["output"], "worst_cases.png")).size
   assert width > 1.5 * worst_width and height > 192
@@ -157,7 +157,6 @@ def test_cli_prints_table_and_writes_files(trained_run, tmp_path):
 
 def test_folder_of_held_out_pairs_is_scored_at_original_size(trained_run, tmp_path):
   pytest.importorskip("segan_jax.data.folder")
-  from PIL import Image
   rng = np.random.default_rng(7)
   sizes = {"p1": (90, 120), "p2": (61, 47)}
   masks = {}
@@ -198,3 +197,51 @@ def test_folder_of_held_out_pairs_is_scored_at_original_size(trained_run, tmp_pa
   with pytest.raises(evaluate.EvaluationError, match="no test split"):
     evaluate.evaluate([trained_run], split="test", data_source="folder",
                       data_dir=str(tmp_path / "data"), log=lambda *_: None)
+
+
+def _set_eval_tta(run):
+  path = os.path.join(run, "config.json")
+  with open(path) as f:
+    config = json.load(f)
+  assert config["eval"].get("tta", False) is False
+  config["eval"]["tta"] = True
+  with open(path, "w") as f:
+    json.dump(config, f)
+
+
+def test_config_eval_tta_is_the_default_of_evaluate_and_predict(run_copy, tmp_path):
+  """A run whose config sets eval.tta is scored and predicted over the flipped views unless the
+  caller says otherwise; the default config scores the plain view alone."""
+  quiet = dict(batch_size=BATCH, num_worst=0, num_examples=0, log=lambda *_: None)
+  plain = evaluate.evaluate([run_copy], output=str(tmp_path / "plain"), tta=None, **quiet)
+  assert plain["tta"] == "none" and list(plain["variants"]) == ["model"]
+  _set_eval_tta(run_copy)
+  by_config = evaluate.evaluate([run_copy], output=str(tmp_path / "a"), tta=None, **quiet)
+  assert by_config["tta"] == "flips" and by_config["primary"] == "model+tta"
+  overridden = evaluate.evaluate([run_copy], output=str(tmp_path / "b"), tta="none", **quiet)
+  assert overridden["tta"] == "none" and overridden["primary"] == "model"
+
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(3)
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(images / f"x{i}.png")
+  models = inference.load_models([run_copy])
+  reports = {tta: predict.predict_files(models, [str(images)], str(tmp_path / f"p_{tta}"),
+                                        batch_size=BATCH, tta=tta, progress=False,
+                                        log=lambda *_: None, save_probabilities=True)
+             for tta in (None, "none")}
+  assert reports[None]["tta"] == "flips" and reports["none"]["tta"] == "none"
+  flipped = np.asarray(Image.open(tmp_path / "p_None" / "x0_probability.png"))
+  unflipped = np.asarray(Image.open(tmp_path / "p_none" / "x0_probability.png"))
+  assert not np.array_equal(flipped, unflipped)
+
+
+def test_tta_flag_leaves_the_default_to_the_run(trained_run):
+  config = inference.load_config(trained_run)
+  assert inference.tta_from_flag(None) is None
+  assert inference.tta_mode(None, config) == "none"
+  config.eval.tta = True
+  assert inference.tta_mode(None, config) == "flips"
+  assert inference.tta_mode(inference.tta_from_flag(False), config) == "none"
+  assert inference.tta_mode(inference.tta_from_flag(True), config) == "flips"

@@ -63,3 +63,25 @@ def test_export_never_overwrites_unasked(tmp_path):
   with pytest.raises(export.ExportError, match="is a file"):
     export.check_output(str(tmp_path / "a_file"), overwrite=True)
   assert (user / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="SavedModel export needs TensorFlow (the [tfds] extra)")
+def test_tta_defaults_to_the_runs_config(trained_run, tmp_path, monkeypatch):
+  """Without --tta/--notta the export bakes in the flips exactly when the run's eval.tta asks."""
+  baked = []
+
+  class Stop(Exception):
+    pass
+
+  def capture(models, tta, platforms):
+    baked.append(tta)
+    raise Stop
+
+  monkeypatch.setattr(export, "build_module", capture)
+  model = inference.load_model(trained_run)
+  for config_tta, tta in ((False, None), (True, None), (True, "none")):
+    model.config.eval.tta = config_tta
+    with pytest.raises(Stop):
+      export.export([model], str(tmp_path / "out"), tta=tta)
+  assert baked == ["none", "flips", "none"]

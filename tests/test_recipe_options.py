@@ -61,7 +61,7 @@ def test_plus_config_is_the_paper_recipe_with_its_measured_changes_and_trains(tm
       "loss.layer_weights": (1, 1, 2, 2, 2, 2, 4), "optim.learning_rate": 2e-4,
       "optim.b1": 0.5, "optim.schedule": "constant", "data.brightness": 0.0,
       "data.contrast": 0.0, "data.saturation": 0.0, "data.hue": 0.0,
-      "train.ema_decay": 0.99, "eval.postprocess": True}
+      "train.ema_decay": 0.99, "eval.postprocess": True, "eval.tta": True}
   # SegAN's critic and schedule stay: adversarial term, adaptive logistic, clipping, width, length.
   assert config.loss.adversarial_weight == 1.0 and config.schedule.k_decay == paper["schedule.k_decay"]
   result = train.train_and_evaluate(_tiny(config), str(tmp_path / "run"))

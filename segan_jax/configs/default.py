@@ -105,4 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Masks reduced to their largest connected component with holes filled, by default, in
   # evaluate and predict (their --postprocess flag overrides it; one class only).
   config.eval.postprocess = False
+  # Probabilities averaged over the 4 flipped views, by default, in evaluate, predict and export
+  # (their --tta flag overrides it); validation during training scores the plain view.
+  config.eval.tta = False
   return config

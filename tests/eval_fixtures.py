@@ -5,6 +5,7 @@ The run uses the shapes of test_main's first run (tiny config, batch 4, 16 train
 Checkpoints at steps 2 and 4; 5 validation images (one padded batch) of non-128 original sizes.
 """
 
+import json
 import os
 
 BATCH = 4  # every inference call in these tests uses this batch size: one compile per function
@@ -23,3 +24,14 @@ def train_tiny_run(root: str) -> str:
   workdir = os.path.join(root, "run")
   train.train_and_evaluate(config, workdir)
   return workdir
+
+
+def switch_on_eval_option(workdir: str, name: str) -> None:
+  """Sets eval.<name> in a run's config.json (a copy of the shared run), which leaves it off."""
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    config = json.load(f)
+  assert config["eval"].get(name, False) is False
+  config["eval"][name] = True
+  with open(path, "w") as f:
+    json.dump(config, f)

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from eval_fixtures import BATCH
+from eval_fixtures import BATCH, switch_on_eval_option
 from PIL import Image
 
 from segan_jax import evaluate, inference, metrics, predict
@@ -199,23 +199,13 @@ def test_folder_of_held_out_pairs_is_scored_at_original_size(trained_run, tmp_pa
                       data_dir=str(tmp_path / "data"), log=lambda *_: None)
 
 
-def _set_eval_tta(run):
-  path = os.path.join(run, "config.json")
-  with open(path) as f:
-    config = json.load(f)
-  assert config["eval"].get("tta", False) is False
-  config["eval"]["tta"] = True
-  with open(path, "w") as f:
-    json.dump(config, f)
-
-
 def test_config_eval_tta_is_the_default_of_evaluate_and_predict(run_copy, tmp_path):
   """A run whose config sets eval.tta is scored and predicted over the flipped views unless the
   caller says otherwise; the default config scores the plain view alone."""
   quiet = dict(batch_size=BATCH, num_worst=0, num_examples=0, log=lambda *_: None)
   plain = evaluate.evaluate([run_copy], output=str(tmp_path / "plain"), tta=None, **quiet)
   assert plain["tta"] == "none" and list(plain["variants"]) == ["model"]
-  _set_eval_tta(run_copy)
+  switch_on_eval_option(run_copy, "tta")
   by_config = evaluate.evaluate([run_copy], output=str(tmp_path / "a"), tta=None, **quiet)
   assert by_config["tta"] == "flips" and by_config["primary"] == "model+tta"
   overridden = evaluate.evaluate([run_copy], output=str(tmp_path / "b"), tta="none", **quiet)

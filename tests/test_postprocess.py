@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from eval_fixtures import BATCH
+from eval_fixtures import BATCH, switch_on_eval_option
 from PIL import Image
 
 from segan_jax import evaluate, inference, metrics, predict
@@ -122,13 +122,7 @@ def test_evaluate_postprocess_scores_what_predict_postprocess_writes(trained_run
 def test_config_eval_postprocess_is_the_default_of_evaluate_and_predict(run_copy, tmp_path):
   """A run whose config sets eval.postprocess is scored and predicted post-processed unless the
   caller says otherwise; the default config leaves masks as thresholded."""
-  path = os.path.join(run_copy, "config.json")
-  with open(path) as f:
-    config = json.load(f)
-  assert config["eval"].get("postprocess", False) is False
-  config["eval"]["postprocess"] = True
-  with open(path, "w") as f:
-    json.dump(config, f)
+  switch_on_eval_option(run_copy, "postprocess")
   data = str(tmp_path / "data")
   _held_out_folder(data, np.random.default_rng(12))
   kwargs = dict(split="all", data_source="folder", data_dir=data, threshold=0.5,

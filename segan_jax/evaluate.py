@@ -271,8 +271,8 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str | None
   With `postprocess`, every thresholded mask is reduced to its largest connected component with
   its holes filled (segan_jax.postprocess) at the original resolution before it is scored or
   drawn, and --search selects on the post-processed masks; None takes the first run's
-  config.eval.postprocess. `tta` None likewise takes its config.eval.tta. `use_ema=False` scores the raw weights of runs that also keep a moving
-  average (train.ema_decay > 0).
+  config.eval.postprocess, as `tta` None takes its config.eval.tta. `use_ema=False` scores the
+  raw weights of runs that also keep a moving average (train.ema_decay > 0).
   """
   workdirs = list(workdirs)
   if not workdirs:

@@ -166,13 +166,13 @@ def export(models: Sequence[inference.LoadedModel], output: str, tta: str | None
   if bad or not platforms:
     raise ExportError(f"Unknown platforms {bad}; choose from {PLATFORMS}.")
   check_output(output, overwrite)
-  tta = inference.tta_mode(tta, models[0].config)
   try:
     import tensorflow as tf
   except ImportError as e:
     raise ExportError(f"The SavedModel export needs TensorFlow ({e}): pip install "
                       "'segan_jax[tfds]'.") from e
 
+  tta = inference.tta_mode(tta, models[0].config)
   module = build_module(models, tta, platforms)
   signatures = {name: f.get_concrete_function() for name, f in module.signatures_.items()}
   os.makedirs(output, exist_ok=True)

@@ -11,6 +11,8 @@
   # the same from the raw results kept in the repository, without training
   python experiments/ablation.py --out=runs/ablation \
       --results='experiments/results/*/reference_budget' --compare=segan_paper,authors_settings
+  # what ensembling the seeds adds over its members, paired per image
+  python experiments/ablation.py --out=runs/ablation --ensemble_gain=segan_paper
   # Jaccard of rows by the lesion's share of the image (masks read from --data_dir)
   python experiments/ablation.py --data_dir=/data/isic2017 \
       --results='experiments/results/*/reference_budget' --by_lesion_size=segan_paper,dice_only
@@ -316,6 +318,14 @@ def _scored_runs(args, row: str, filename: str) -> list[str]:
   return [found[name] for name in sorted(found)]
 
 
+def _ensemble_file(args, row: str, filename: str) -> str | None:
+  """<filename> of the row's scored ensemble: OUT/<row>_ensemble/eval/ as --ensemble writes it,
+  else the first --results folder's kept <row>_ensemble/; None where there is none."""
+  candidates = [os.path.join(args.out, f"{row}_ensemble", "eval", filename)]
+  candidates += [os.path.join(d, f"{row}_ensemble", filename) for d in args.results]
+  return next((p for p in candidates if os.path.exists(p)), None)
+
+
 def table(args) -> str:
   """Markdown: mean (and min-max over seeds) of each metric, without and with test-time flips."""
   lines = ["| row | seeds | TTA | Jaccard | Dice | accuracy | thresholded Jaccard |",
@@ -330,8 +340,8 @@ def table(args) -> str:
       cells = [f"{np.mean(v):.1f}" + (f" ({min(v):.1f}-{max(v):.1f})" if len(v) > 1 else "")
                for v in values.values()]
       lines.append(f"| {title} | {len(found)} | {tta} | " + " | ".join(cells) + " |")
-    ensemble = os.path.join(args.out, f"{row}_ensemble", "eval", "summary.json")
-    if os.path.exists(ensemble):
+    ensemble = _ensemble_file(args, row, "summary.json")
+    if ensemble:
       variants = _variants(ensemble)
       for variant, tta in (("ensemble", "no"), ("ensemble+tta", "flips")):
         cells = [f"{100 * variants[variant][m]:.1f}" for m in METRICS]
@@ -386,6 +396,35 @@ def tta_gain(args, row: str, draws: int = 10000) -> str:
   flipped, _ = _per_image_jaccard(args, row, "model+tta")
   count, paired = _paired(plain, flipped, "flips", draws)
   return f"{row} ({seeds} seeds), flips - no flips, {count} images: {paired}"
+
+
+def ensemble_gain(args, row: str, draws: int = 10000) -> list[str]:
+  """What ensembling adds: each image's Jaccard of the row's scored ensemble against the mean of
+  its own members' on that image (the same runs, scored in the same evaluation), without and
+  with test-time flips."""
+  import csv
+  path = _ensemble_file(args, row, "per_image_all_variants.csv")
+  if path is None:
+    raise SystemExit(f"no scored ensemble of row {row!r} in {', '.join([args.out, *args.results])}"
+                     f"; score one with --ensemble={row} --seeds=...")
+  values: dict[str, dict[str, float]] = {}
+  with open(path) as f:
+    for r in csv.DictReader(f):
+      values.setdefault(r["variant"], {})[r["id"]] = float(r["jaccard"])
+  lines = []
+  for suffix in ("", "+tta"):
+    members = [v for name, v in values.items()
+               if re.fullmatch(r"member_\d+" + re.escape(suffix), name)]
+    if "ensemble" + suffix not in values or not members:
+      continue
+    mean = {i: float(np.mean([m[i] for m in members])) for i in members[0]}
+    count, paired = _paired(mean, values["ensemble" + suffix], "the ensemble", draws)
+    variant = "model+tta" if suffix else "model"
+    lines.append(f"{row} ensemble of {len(members)} - its members' mean, {variant}, {count} "
+                 f"images: {paired}")
+  if not lines:
+    raise SystemExit(f"{path}: no ensemble and member_<i> variants in it")
+  return lines
 
 
 # Bins of the lesion's share of the image (ground truth, original resolution): small, medium,
@@ -447,8 +486,9 @@ def main() -> None:
   parser.add_argument("--results", default="",
                       help="comma-separated folders (or glob patterns) of kept raw results "
                            "(<row>_s<seed>/summary.json and per_image_all_variants.csv, as in "
-                           "experiments/results/*/reference_budget) that --table and --compare "
-                           "read besides --out")
+                           "experiments/results/*/reference_budget, and <row>_ensemble/ for "
+                           "an ensemble) that --table, --compare and the gains read besides "
+                           "--out")
   parser.add_argument("--table", action="store_true")
   parser.add_argument("--compare", default="",
                       help="ROW_A,ROW_B[,...]: paired per-image Jaccard differences of each later "
@@ -458,6 +498,9 @@ def main() -> None:
   parser.add_argument("--tta_gain", default="",
                       help="ROW,ROW,...: paired per-image Jaccard of each row's runs with "
                            "test-time flips against the same runs without them")
+  parser.add_argument("--ensemble_gain", default="",
+                      help="ROW,ROW,...: paired per-image Jaccard of each row's scored ensemble "
+                           "(--ensemble) against the mean of its members, without and with flips")
   parser.add_argument("--by_lesion_size", default="",
                       help="ROW,ROW,...: each row's Jaccard by the lesion's share of the image "
                            "(small, medium, large lesions; needs --data_dir for the masks)")
@@ -498,6 +541,8 @@ def main() -> None:
         print(compare(args, base, other, variant))
   for row in [r for r in args.tta_gain.split(",") if r]:
     print(tta_gain(args, row))
+  for row in [r for r in args.ensemble_gain.split(",") if r]:
+    print("\n".join(ensemble_gain(args, row)))
   if args.by_lesion_size:
     print(by_lesion_size(args, [r for r in args.by_lesion_size.split(",") if r]))
 

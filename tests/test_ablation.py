@@ -310,3 +310,48 @@ def test_tta_gain_pairs_each_run_with_its_own_flips(ablation, tmp_path, monkeypa
   ablation.main()
   printed = capsys.readouterr().out.splitlines()
   assert [p.split(" (")[0] for p in printed] == ["isic2017_plus", "plus_dice_only"]
+
+
+def _write_ensemble(folder, members, ensemble):
+  """A scored ensemble as evaluate writes it: each member's and the ensemble's variants."""
+  os.makedirs(folder)
+  variants = {f"member_{i}": j for i, j in enumerate(members)} | {"ensemble": ensemble}
+  with open(os.path.join(folder, "per_image_all_variants.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["variant", "id", "jaccard"])
+    for name, jaccards in variants.items():
+      for suffix, shift in (("", 0.0), ("+tta", 0.01)):
+        for i, j in enumerate(jaccards):
+          writer.writerow([name + suffix, f"img{i}", j + shift])
+  summary = {name + suffix: {"jaccard": float(np.mean(j)) + shift, "dice": 0.5, "accuracy": 0.9,
+                             "thresholded_jaccard": 0.4}
+             for name, j in variants.items() for suffix, shift in (("", 0.0), ("+tta", 0.01))}
+  with open(os.path.join(folder, "summary.json"), "w") as f:
+    json.dump({"variants": {k: {"summary": v} for k, v in summary.items()}}, f)
+
+
+def test_ensemble_gain_pairs_the_ensemble_with_its_members_mean(ablation, tmp_path, monkeypatch,
+                                                                 capsys):
+  """Against the mean of its own members per image; a kept <row>_ensemble/ folder is read where
+  --out has none, and the table lists it."""
+  out, kept = str(tmp_path / "runs"), str(tmp_path / "kept")
+  # members' mean per image .5 .6 .7 .8; the ensemble +.1 on two images, -.05 on one
+  _write_ensemble(os.path.join(kept, "isic2017_plus_ensemble"),
+                  [[0.4, 0.5, 0.7, 0.9], [0.6, 0.7, 0.7, 0.7]], [0.6, 0.7, 0.65, 0.8])
+  _write_run(out, "isic2017_plus_s0", [0.4, 0.5, 0.7, 0.9])
+  args = argparse.Namespace(out=out, results=[kept])
+  plain, flipped = ablation.ensemble_gain(args, "isic2017_plus")
+  assert plain.startswith("isic2017_plus ensemble of 2 - its members' mean, model, 4 images: "
+                          "Jaccard +3.75 points")
+  assert "the ensemble better on 2 images, worse on 1" in plain
+  assert flipped.startswith("isic2017_plus ensemble of 2 - its members' mean, model+tta, 4 "
+                            "images: Jaccard +3.75 points")
+  assert "| isic2017_plus: ensemble of the seeds | - | no | 68.8 |" in "\n".join(
+      line.replace(ablation.ROWS["isic2017_plus"].title, "isic2017_plus")
+      for line in ablation.table(args).splitlines())
+  monkeypatch.setattr(sys, "argv", ["ablation.py", f"--out={out}", f"--results={kept}",
+                                    "--ensemble_gain=isic2017_plus"])
+  ablation.main()
+  assert len(capsys.readouterr().out.splitlines()) == 2
+  with pytest.raises(SystemExit, match="no scored ensemble of row 'plus_dice_only'"):
+    ablation.ensemble_gain(args, "plus_dice_only")

@@ -349,19 +349,26 @@ def table(args) -> str:
   return "\n".join(lines)
 
 
+def _read_per_image(path: str) -> dict[str, dict[str, float]]:
+  """A per_image_all_variants.csv as {variant: {image id: Jaccard}}."""
+  import csv
+  values: dict[str, dict[str, float]] = {}
+  with open(path) as f:
+    for r in csv.DictReader(f):
+      values.setdefault(r["variant"], {})[r["id"]] = float(r["jaccard"])
+  return values
+
+
 def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], int]:
   """Each held-out image's Jaccard, averaged over the row's seeds; and the number of seeds."""
-  import csv
   paths = _scored_runs(args, row, "per_image_all_variants.csv")
   if not paths:
     searched = ", ".join([args.out, *args.results])
     raise SystemExit(f"no scored runs of row {row!r} in {searched}")
   values: dict[str, list[float]] = {}
   for path in paths:
-    with open(path) as f:
-      for r in csv.DictReader(f):
-        if r["variant"] == variant:
-          values.setdefault(r["id"], []).append(float(r["jaccard"]))
+    for i, jaccard in _read_per_image(path).get(variant, {}).items():
+      values.setdefault(i, []).append(jaccard)
   return {i: float(np.mean(v)) for i, v in values.items()}, len(paths)
 
 
@@ -402,15 +409,11 @@ def ensemble_gain(args, row: str, draws: int = 10000) -> list[str]:
   """What ensembling adds: each image's Jaccard of the row's scored ensemble against the mean of
   its own members' on that image (the same runs, scored in the same evaluation), without and
   with test-time flips."""
-  import csv
   path = _ensemble_file(args, row, "per_image_all_variants.csv")
   if path is None:
     raise SystemExit(f"no scored ensemble of row {row!r} in {', '.join([args.out, *args.results])}"
                      f"; score one with --ensemble={row} --seeds=...")
-  values: dict[str, dict[str, float]] = {}
-  with open(path) as f:
-    for r in csv.DictReader(f):
-      values.setdefault(r["variant"], {})[r["id"]] = float(r["jaccard"])
+  values = _read_per_image(path)
   lines = []
   for suffix in ("", "+tta"):
     members = [v for name, v in values.items()

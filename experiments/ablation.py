@@ -195,10 +195,15 @@ ROWS = {
                           "half the time", plus_with("data.whole_image_prob=0.75")),
     "plus_bce_dice": Row("isic2017_plus with a binary cross-entropy term beside the soft Dice "
                          "term", PLUS_RECIPE + ("--config.loss.bce_weight=1.0",)),
-    # The critic beside a pixel loss that does not measure overlap: plus_bce_only with it kept.
+    # The critic beside a pixel loss that does not measure overlap (plus_bce_only with the critic
+    # kept), then the critic's multi-scale L1 as S's only loss: the paper's objective under
+    # isic2017_plus's optimiser, views and moving average.
     "plus_bce_critic": Row("isic2017_plus with binary cross-entropy in place of the soft Dice term "
                            "beside the critic", plus_with("loss.dice_weight=0.0",
                                                           "loss.bce_weight=1.0")),
+    "plus_critic_only": Row("isic2017_plus without the soft Dice term: the critic's multi-scale "
+                            "L1 as S's only loss, as the paper's objective",
+                            plus_with("loss.dice_weight=0.0")),
     "plus_linear": Row("isic2017_plus with the paper's linear decay of the rate to 0 over the "
                        "run instead of a constant rate", plus_with("optim.schedule=linear")),
     # isic2017_plus with the three changes that each scored a little higher at once, then the

@@ -226,6 +226,7 @@ def test_post_processed_row_scores_the_trained_rows_runs(ablation, tmp_path, mon
     ("plus_authors_dice", {"loss.dice_form": "authors"}),
     ("plus_bce_dice", {"loss.bce_weight": 1.0}),
     ("plus_bce_critic", {"loss.dice_weight": 0.0, "loss.bce_weight": 1.0}),
+    ("plus_critic_only", {"loss.dice_weight": 0.0}),
     ("plus_linear", {"optim.schedule": "linear"}),
     ("plus_adversarial_3", {"loss.adversarial_weight": 3.0}),
     ("plus_critic_steps_5", {"train.critic_steps": 5}),

@@ -24,7 +24,8 @@ its crop-only form):
   without them.
 SegAN's critic stays, though at this budget it neither helps nor hurts measurably: the same recipe
 trained by soft Dice alone (`loss.adversarial_weight=0`) scores the same 81.4 (-0.07 [-0.47,
-+0.31], three seeds each; with 200 training pairs 79.8 against 79.6), by cross-entropy alone 80.5,
++0.31], three seeds each; with 200 training pairs 79.8 against 79.6), by cross-entropy alone 80.5
+(and 80.6 with the critic beside cross-entropy in place of Dice),
 with its term weighted 3 instead of 1 the same 81.4 (-0.03 [-0.51, +0.45]), and with five critic
 updates per iteration (`train.critic_steps=5`) 81.5 (+0.04 [-0.39, +0.47]). It keeps the paper's
 clipping: a spectrally normalised critic scored the same (-0.07 [-0.45, +0.32]). Its Dice

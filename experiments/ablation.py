@@ -175,9 +175,8 @@ ROWS = {
                           PLUS_RECIPE + ("--config.loss.adversarial_weight=0.0",)),
     "plus_bce_only": Row("isic2017_plus without the critic: the segmentor alone, binary "
                          "cross-entropy",
-                         PLUS_RECIPE + ("--config.loss.adversarial_weight=0.0",
-                                        "--config.loss.dice_weight=0.0",
-                                        "--config.loss.bce_weight=1.0")),
+                         plus_with("loss.adversarial_weight=0.0", "loss.dice_weight=0.0",
+                                   "loss.bce_weight=1.0")),
     # isic2017_plus with one more change each: a critic constraint beyond clipping, the
     # authors' exact Dice term, the paper's colour jitter kept, the whole-image view more often,
     # a cross-entropy term beside Dice, transposed views beside the flips.

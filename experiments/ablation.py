@@ -6,13 +6,16 @@
   # the ensemble of the segan_paper seeds, then the table
   python experiments/ablation.py --out=runs/ablation --ensemble=segan_paper --seeds=0,1,2
   python experiments/ablation.py --out=runs/ablation --table
-  # paired per-image differences against the paper's SegAN, with bootstrap intervals
+  # differences against the paper's SegAN, with intervals over seeds and images together
   python experiments/ablation.py --out=runs/ablation --compare=segan_paper,bce_only,dice_only
   # the same from the raw results kept in the repository, without training
   python experiments/ablation.py --out=runs/ablation \
       --results='experiments/results/*/reference_budget' --compare=segan_paper,authors_settings
   # what ensembling the seeds adds over its members, paired per image
   python experiments/ablation.py --out=runs/ablation --ensemble_gain=segan_paper
+  # the same runs scored two ways (S's moving average against its raw weights), paired by seed
+  python experiments/ablation.py --results='experiments/results/*/reference_budget' \
+      --compare=ema_raw,ema --same_runs
   # Jaccard of rows by the lesion's share of the image (masks read from --data_dir)
   python experiments/ablation.py --data_dir=/data/isic2017 \
       --results='experiments/results/*/reference_budget' --by_lesion_size=segan_paper,dice_only
@@ -28,6 +31,14 @@ experiments/isic2017_heldout_ids.txt (--val_ids) and never trained on; validatio
 the last checkpoint of each run is scored at the run's final k and threshold 0.4 (nothing is
 selected on the held-out ids), by the ISIC 2017 protocol at each image's original resolution,
 with and without test-time flips. Each run writes OUT/<row>_s<seed>/eval/validation/summary.json.
+
+Comparisons (--compare, --tta_gain, --ensemble_gain) give the difference of mean Jaccard with a
+95% percentile interval of a hierarchical bootstrap: each of 10000 draws (fixed RNG seed)
+resamples each row's runs with replacement and the images with replacement, one image draw for
+both rows, so that the interval holds the seed-to-seed spread of training as well as the choice
+of images. Each also prints the per-seed means of both rows and a test over the runs' means;
+with two seeds a row the exact tests cannot reach p < 1/3, so they only show when seeds cannot
+decide. Where a row has one run, the interval covers images only.
 """
 
 import argparse
@@ -297,7 +308,7 @@ def _variants(path: str) -> dict[str, dict[str, float]]:
   return {name: v["summary"] for name, v in summary["variants"].items()}
 
 
-_RUN_NAME = re.compile(r"(?P<row>.+)_s\d+")
+_RUN_NAME = re.compile(r"(?P<row>.+)_s(?P<seed>\d+)")
 
 
 def _scored_runs(args, row: str, filename: str) -> list[str]:
@@ -305,7 +316,12 @@ def _scored_runs(args, row: str, filename: str) -> list[str]:
   it, then RESULTS/<row>_s<seed>/ for each --results folder of kept raw results (a seed found in
   an earlier folder is not read again). A folder given in place of a row is one scored run: a run
   folder (read under eval/validation/) or a kept <row>_s<seed>/ folder of raw results; one that
-  holds no <filename> is an error."""
+  holds no <filename> is an error; a glob pattern of such folders is one run each."""
+  if row not in ROWS and glob.has_magic(row):
+    folders = [d for d in sorted(glob.glob(row)) if os.path.isdir(d)]
+    if not folders:
+      raise SystemExit(f"{row}: no folder matches")
+    return [p for d in folders for p in _scored_runs(args, d, filename)]
   if row not in ROWS and os.path.isdir(row):
     for inner in (("eval", "validation"), ()):
       if os.path.exists(path := os.path.join(row, *inner, filename)):
@@ -380,42 +396,198 @@ def _per_image_jaccard(args, row: str, variant: str) -> tuple[dict[str, float], 
   return {i: float(np.mean(v)) for i, v in values.items()}, len(paths)
 
 
-def _paired(a: dict[str, float], b: dict[str, float], b_name: str,
-            draws: int) -> tuple[int, str]:
-  """b - a over the images both hold: their number, and the mean difference in Jaccard points
-  with a 95% bootstrap interval over images (whether a gap is larger than the choice of
-  images)."""
-  ids = sorted(set(a) & set(b))
-  diff = np.array([b[i] - a[i] for i in ids])
-  rng = np.random.default_rng(0)
-  boot = diff[rng.integers(0, len(diff), (draws, len(diff)))].mean(axis=1)
+def _run_key(path: str) -> str:
+  """The run a scored file belongs to: its seed (`s<seed>`) where its folder is named
+  <row>_s<seed>, else that folder's name."""
+  folder = os.path.dirname(path)
+  if folder.endswith(os.path.join("eval", "validation")):
+    folder = os.path.dirname(os.path.dirname(folder))
+  name = os.path.basename(os.path.normpath(folder))
+  match = _RUN_NAME.fullmatch(name)
+  return f"s{match['seed']}" if match else name
+
+
+def _run_scores(args, row: str, variant: str) -> dict[str, dict[str, float]]:
+  """Each scored run of the row, by its seed (by its path where two share a seed):
+  {image id: Jaccard} of the variant."""
+  paths = _scored_runs(args, row, "per_image_all_variants.csv")
+  if not paths:
+    searched = ", ".join([args.out, *args.results])
+    raise SystemExit(f"no scored runs of row {row!r} in {searched}")
+  runs: dict[str, dict[str, float]] = {}
+  for path in paths:
+    key = _run_key(path)
+    runs[path if key in runs else key] = _read_per_image(path).get(variant, {})
+  natural = lambda key: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+  return {key: runs[key] for key in sorted(runs, key=natural)}
+
+
+def _score_matrix(runs: dict[str, dict[str, float]], ids: list[str]) -> np.ndarray:
+  """The runs' Jaccards on the given images, as a runs x images array."""
+  return np.array([[run[i] for i in ids] for run in runs.values()])
+
+
+def _image_weights(rng: np.random.Generator, images: int, draws: int) -> np.ndarray:
+  """Each draw's resampling of the images with replacement, as weights summing to 1
+  (draws x images)."""
+  return rng.multinomial(images, np.full(images, 1.0 / images), size=draws) / images
+
+
+def _resampled_means(scores: np.ndarray, weights: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+  """Each draw's mean of `scores` (runs x images) over the runs drawn with replacement, each
+  run's images weighted by the draw's `weights`."""
+  per_run = weights @ scores.T
+  runs = rng.integers(0, scores.shape[0], per_run.shape)
+  return np.take_along_axis(per_run, runs, axis=1).mean(axis=1)
+
+
+def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, draws: int = 10000,
+                           seed: int = 0) -> np.ndarray:
+  """Draws of mean(b) - mean(a) for two rows' independent runs (runs x images, the same images
+  in the same columns): each draw resamples each row's runs and the images with replacement,
+  one image draw for both rows so that the images stay paired."""
+  rng = np.random.default_rng(seed)
+  weights = _image_weights(rng, a.shape[1], draws)
+  return _resampled_means(b, weights, rng) - _resampled_means(a, weights, rng)
+
+
+def paired_runs_bootstrap(diff: np.ndarray, draws: int = 10000, seed: int = 0) -> np.ndarray:
+  """Draws of mean(diff), each run's per-image difference between two scorings of the same run
+  (runs x images): each draw resamples the runs and the images with replacement."""
+  rng = np.random.default_rng(seed)
+  return _resampled_means(diff, _image_weights(rng, diff.shape[1], draws), rng)
+
+
+def permutation_p(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+  """Exact two-sided permutation test of mean(b) - mean(a) over the runs' means (every split
+  of the pooled runs into the two rows' sizes): its p-value, and the least p those sizes allow
+  (2 and 2 runs: 1/3; 3 and 3: 1/10)."""
+  import itertools
+  import math
+  pooled, k = np.concatenate([a, b]), len(b)
+  observed = abs(b.mean() - a.mean())
+  stats = np.array([abs(pooled[list(s)].mean() - np.delete(pooled, list(s)).mean())
+                    for s in itertools.combinations(range(len(pooled)), k)])
+  least = (2 if len(a) == len(b) else 1) / math.comb(len(pooled), k)
+  return float(np.mean(stats >= observed - 1e-12)), least
+
+
+def sign_flip_p(diff: np.ndarray) -> tuple[float, float]:
+  """Exact two-sided sign-flip test of the mean of per-run differences (each run scored two
+  ways): its p-value, and the least p that many runs allow (2 runs: 1/2; 3: 1/4)."""
+  import itertools
+  signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(diff))))
+  stats = np.abs((signs * diff).mean(axis=1))
+  return float(np.mean(stats >= abs(diff.mean()) - 1e-12)), 2 / len(signs)
+
+
+def _t_p(a: np.ndarray, b: np.ndarray | None = None) -> float:
+  """Welch's t-test p-value of two rows' run means (b given), or a one-sample t-test of per-run
+  differences (a alone); nan where a side has fewer than 2 runs or no spread."""
+  import warnings
+  from scipy import stats
+  samples = [a] if b is None else [a, b]
+  if min(map(len, samples)) < 2 or all(np.ptp(x) < 1e-12 for x in samples):
+    return float("nan")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    if b is None:
+      return float(stats.ttest_1samp(a, 0.0).pvalue)
+    return float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+
+
+def _p_text(p: float) -> str:
+  return "n/a" if np.isnan(p) else f"{p:.2f}"
+
+
+def _seed_means(scores: np.ndarray) -> str:
+  return " ".join(f"{100 * m:.2f}" for m in scores.mean(axis=1))
+
+
+def _interval_scope(a: np.ndarray, b: np.ndarray, names: tuple[str, str],
+                    same_runs: bool) -> str:
+  """What the bootstrap resampled: seeds and images, or images alone where there is one run."""
+  if same_runs:
+    return "seeds and images" if len(a) > 1 else "images only (one run)"
+  if min(len(a), len(b)) > 1:
+    return "seeds and images"
+  if max(len(a), len(b)) == 1:
+    return "images only (one run per row)"
+  return f"images and {names[1] if len(b) > 1 else names[0]}'s seeds (one run of the other)"
+
+
+def _run_test(a: np.ndarray, b: np.ndarray, same_runs: bool) -> str:
+  """A test over the runs' means (runs x images each): Welch's t and an exact permutation
+  test for independent runs, a t-test and an exact sign-flip test for runs scored two ways."""
+  if same_runs:
+    diff = (b - a).mean(axis=1)
+    if len(diff) < 2:
+      return "one run: the interval covers images only, no test over runs"
+    p, least = sign_flip_p(diff)
+    return (f"over runs, paired: t p = {_p_text(_t_p(diff))}, exact sign-flip p = {p:.2f} "
+            f"(the least possible with {len(diff)} runs: {least:.2f})")
+  if len(a) + len(b) < 3:
+    return "one run per row: the interval covers images only, no test over runs"
+  means_a, means_b = a.mean(axis=1), b.mean(axis=1)
+  p, least = permutation_p(means_a, means_b)
+  return (f"over runs: Welch t p = {_p_text(_t_p(means_a, means_b))}, exact permutation p = "
+          f"{p:.2f} (the least possible with {len(a)} and {len(b)} runs: {least:.2f})")
+
+
+def paired_report(a: np.ndarray, b: np.ndarray, names: tuple[str, str], same_runs: bool = False,
+                  draws: int = 10000) -> str:
+  """b - a in Jaccard points (runs x images each; with `same_runs`, row i of each is one run
+  scored two ways, and b may be one row shared by every run): the mean, the hierarchical
+  bootstrap's 95% percentile interval, the images each side wins; then each side's per-seed
+  means and a test over runs."""
+  image_diff = b.mean(axis=0) - a.mean(axis=0)
+  boot = paired_runs_bootstrap(b - a, draws) if same_runs else hierarchical_bootstrap(a, b, draws)
   lo, hi = np.percentile(boot, [2.5, 97.5])
-  return len(ids), (f"Jaccard {100 * diff.mean():+.2f} points, 95% bootstrap interval "
-                    f"[{100 * lo:+.2f}, {100 * hi:+.2f}]; {b_name} better on "
-                    f"{int((diff > 0).sum())} images, worse on {int((diff < 0).sum())}")
+  return (f"Jaccard {100 * image_diff.mean():+.2f} points, 95% interval over "
+          f"{_interval_scope(a, b, names, same_runs)} [{100 * lo:+.2f}, {100 * hi:+.2f}]; "
+          f"{names[1]} better on {int((image_diff > 1e-9).sum())} images, worse on "
+          f"{int((image_diff < -1e-9).sum())}\n  per seed: {names[0]} {_seed_means(a)} | "
+          f"{names[1]} {_seed_means(b)}; {_run_test(a, b, same_runs)}")
 
 
-def compare(args, row_a: str, row_b: str, variant: str = "model", draws: int = 10000) -> str:
-  """Paired difference of mean Jaccard (b - a) over the held-out images, seed-averaged per
-  image."""
-  a, na = _per_image_jaccard(args, row_a, variant)
-  b, nb = _per_image_jaccard(args, row_b, variant)
-  count, paired = _paired(a, b, row_b, draws)
-  return f"{row_b} ({nb} seeds) - {row_a} ({na} seeds), {variant}, {count} images: {paired}"
+def _common_ids(*runs: dict[str, float]) -> list[str]:
+  """The images every run scored."""
+  return sorted(set.intersection(*(set(r) for r in runs)))
+
+
+def compare(args, row_a: str, row_b: str, variant: str = "model", draws: int = 10000,
+            same_runs: bool = False) -> str:
+  """b - a in mean Jaccard over the held-out images every run scored, with the hierarchical
+  bootstrap's interval (seeds and images), per-seed means and a test over runs. With
+  `same_runs` the rows are the same runs scored two ways, paired by seed."""
+  a, b = _run_scores(args, row_a, variant), _run_scores(args, row_b, variant)
+  if same_runs:
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+      raise SystemExit(f"--same_runs: {row_a} and {row_b} share no seed")
+    a, b = {s: a[s] for s in seeds}, {s: b[s] for s in seeds}
+  ids = _common_ids(*a.values(), *b.values())
+  report = paired_report(_score_matrix(a, ids), _score_matrix(b, ids), (row_a, row_b),
+                         same_runs, draws)
+  pairing = ", the same runs" if same_runs else ""
+  return (f"{row_b} ({len(b)} seeds) - {row_a} ({len(a)} seeds){pairing}, {variant}, "
+          f"{len(ids)} images: {report}")
 
 
 def tta_gain(args, row: str, draws: int = 10000) -> str:
-  """What test-time flips add to the row's own runs: the paired difference of each image's
-  Jaccard with and without them (seed-averaged per image)."""
-  plain, seeds = _per_image_jaccard(args, row, "model")
-  flipped, _ = _per_image_jaccard(args, row, "model+tta")
-  count, paired = _paired(plain, flipped, "flips", draws)
-  return f"{row} ({seeds} seeds), flips - no flips, {count} images: {paired}"
+  """What test-time flips add to the row's own runs: each run scored with them against the same
+  run without them, runs and images resampled together."""
+  plain, flipped = _run_scores(args, row, "model"), _run_scores(args, row, "model+tta")
+  ids = _common_ids(*plain.values(), *flipped.values())
+  report = paired_report(_score_matrix(plain, ids), _score_matrix(flipped, ids),
+                         ("no flips", "flips"), True, draws)
+  return f"{row} ({len(plain)} seeds), flips - no flips, {len(ids)} images: {report}"
 
 
 def ensemble_gain(args, row: str, draws: int = 10000) -> list[str]:
-  """What ensembling adds: each image's Jaccard of the row's scored ensemble against the mean of
-  its own members' on that image (the same runs, scored in the same evaluation), without and
+  """What ensembling adds: the row's scored ensemble against each of its own members (the same
+  runs, scored in the same evaluation), members and images resampled together, without and
   with test-time flips."""
   path = _ensemble_file(args, row, "per_image_all_variants.csv")
   if path is None:
@@ -424,15 +596,17 @@ def ensemble_gain(args, row: str, draws: int = 10000) -> list[str]:
   values = _read_per_image(path)
   lines = []
   for suffix in ("", "+tta"):
-    members = [v for name, v in values.items()
-               if re.fullmatch(r"member_\d+" + re.escape(suffix), name)]
+    members = {name: v for name, v in values.items()
+               if re.fullmatch(r"member_\d+" + re.escape(suffix), name)}
     if "ensemble" + suffix not in values or not members:
       continue
-    mean = {i: float(np.mean([m[i] for m in members])) for i in members[0]}
-    count, paired = _paired(mean, values["ensemble" + suffix], "the ensemble", draws)
+    ensemble = values["ensemble" + suffix]
+    ids = _common_ids(ensemble, *members.values())
+    report = paired_report(_score_matrix(members, ids), _score_matrix({"e": ensemble}, ids),
+                           ("members", "the ensemble"), True, draws)
     variant = "model+tta" if suffix else "model"
-    lines.append(f"{row} ensemble of {len(members)} - its members' mean, {variant}, {count} "
-                 f"images: {paired}")
+    lines.append(f"{row} ensemble of {len(members)} - its members' mean, {variant}, {len(ids)} "
+                 f"images: {report}")
   if not lines:
     raise SystemExit(f"{path}: no ensemble and member_<i> variants in it")
   return lines
@@ -502,16 +676,29 @@ def main() -> None:
                            "--out")
   parser.add_argument("--table", action="store_true")
   parser.add_argument("--compare", default="",
-                      help="ROW_A,ROW_B[,...]: paired per-image Jaccard differences of each later "
-                           "row against ROW_A, with bootstrap intervals (no flips, and flips); a "
-                           "folder in place of a row is one scored run (a run folder, or a kept "
-                           "<row>_s<seed>/ folder), e.g. the same seed trained for longer")
+                      help="ROW_A,ROW_B[,...]: the Jaccard difference of each later row against "
+                           "ROW_A over the images (no flips, and flips), with a 95%% interval of "
+                           "a bootstrap that resamples seeds and images together, each row's "
+                           "per-seed means and a test over the runs' means (Welch's t and an "
+                           "exact permutation test, which cannot go below p = 1/3 with 2 runs "
+                           "against 2, nor below 0.10 with 3 against 3: there it says only that "
+                           "the seeds cannot decide); a folder in place of a row is one scored "
+                           "run (a run folder, or a kept <row>_s<seed>/ folder), e.g. the same "
+                           "seed trained for longer, and a glob pattern of such folders one run "
+                           "each (quote it); a row of one run adds no seeds to the interval")
+  parser.add_argument("--same_runs", action="store_true",
+                      help="--compare's rows are the same runs scored two ways (e.g. with and "
+                           "without post-processing or S's moving average): pair them by seed "
+                           "and resample the pairs")
   parser.add_argument("--tta_gain", default="",
-                      help="ROW,ROW,...: paired per-image Jaccard of each row's runs with "
-                           "test-time flips against the same runs without them")
+                      help="ROW,ROW,...: each row's runs with test-time flips against the same "
+                           "runs without them, runs and images resampled together (an exact "
+                           "sign-flip test over runs cannot go below p = 1/2 with 2 runs, 1/4 "
+                           "with 3)")
   parser.add_argument("--ensemble_gain", default="",
-                      help="ROW,ROW,...: paired per-image Jaccard of each row's scored ensemble "
-                           "(--ensemble) against the mean of its members, without and with flips")
+                      help="ROW,ROW,...: each row's scored ensemble (--ensemble) against its "
+                           "members, members and images resampled together, without and with "
+                           "flips")
   parser.add_argument("--by_lesion_size", default="",
                       help="ROW,ROW,...: each row's Jaccard by the lesion's share of the image "
                            "(small, medium, large lesions; needs --data_dir for the masks)")
@@ -549,7 +736,7 @@ def main() -> None:
     base, *others = [r for r in args.compare.split(",") if r]
     for other in others:
       for variant in ("model", "model+tta"):
-        print(compare(args, base, other, variant))
+        print(compare(args, base, other, variant, same_runs=args.same_runs))
   for row in [r for r in args.tta_gain.split(",") if r]:
     print(tta_gain(args, row))
   for row in [r for r in args.ensemble_gain.split(",") if r]:

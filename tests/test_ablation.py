@@ -42,6 +42,13 @@ def _write_run(out, name, jaccards):
   _write_scores(os.path.join(out, name, "eval", "validation"), {"model": jaccards})
 
 
+def _interval(line):
+  """The (low, high) of the 95% interval a comparison line prints, in Jaccard points."""
+  import re
+  low, high = re.search(r"interval over [^[]*\[([+-][\d.]+), ([+-][\d.]+)\]", line).groups()
+  return float(low), float(high)
+
+
 def test_paired_difference_averages_seeds_per_image(ablation, tmp_path):
   out = str(tmp_path)
   _write_run(out, "segan_paper_s0", [0.5, 0.6, 0.7, 0.8])
@@ -49,11 +56,14 @@ def test_paired_difference_averages_seeds_per_image(ablation, tmp_path):
   _write_run(out, "bce_only_s1", [0.6, 0.7, 0.8, 0.7])  # seed mean per image: .6 .7 .8 .8
   args = argparse.Namespace(out=out, results=[])
   line = ablation.compare(args, "segan_paper", "bce_only")
-  # differences +.1 +.1 +.1 0: mean +7.5 points; every bootstrap mean lies in [0, 10]
+  # differences +.1 +.1 +.1 0: mean +7.5 points; the seeds' draws keep every bootstrap mean in
+  # [-10, 10] (seed 1 alone is 10 points below seed 0 on img3)
   assert "bce_only (2 seeds) - segan_paper (1 seeds)" in line and "+7.50 points" in line
   assert "better on 3 images, worse on 0" in line
-  lo, hi = [float(v) for v in line.split("interval [")[1].split("]")[0].split(",")]
-  assert 0.0 <= lo <= 7.5 <= hi <= 10.0
+  assert "interval over images and bce_only's seeds (one run of the other)" in line
+  assert "per seed: segan_paper 65.00 | bce_only 75.00 70.00;" in line
+  lo, hi = _interval(line)
+  assert -10.0 <= lo <= 7.5 <= hi <= 10.0
   table = ablation.table(args)
   assert "| Segmentor alone, binary cross-entropy (no critic) | 2 | no | 72.5 (70.0-75.0) |" in table
   with pytest.raises(SystemExit, match="no scored runs of row 'dice_only'"):
@@ -113,6 +123,12 @@ def test_compare_takes_single_run_folders(ablation, tmp_path):
   unscored.mkdir()
   with pytest.raises(SystemExit, match="unscored: no per_image_all_variants.csv"):
     ablation.compare(args, short, str(unscored))
+  # a glob pattern of folders: one run each (the kept seeds 0 and 1, 65 and 0 points)
+  line = ablation.compare(args, long, os.path.join(kept, "isic2017_plus_s*"))
+  assert "isic2017_plus_s* (2 seeds) - " in line and "Jaccard -42.50 points" in line
+  assert f"per seed: {long} 75.00 | {os.path.join(kept, 'isic2017_plus_s*')} 65.00 0.00;" in line
+  with pytest.raises(SystemExit, match="no folder matches"):
+    ablation.compare(args, long, os.path.join(kept, "gone_s*"))
 
 
 def _apply(config, overrides):
@@ -312,12 +328,16 @@ def test_tta_gain_pairs_each_run_with_its_own_flips(ablation, tmp_path, monkeypa
   _write_run(out, "isic2017_plus_s1", [0.1, 0.2, 0.3, 0.4])
   _write_run(out, "plus_dice_only_s0", [0.5, 0.6, 0.7, 0.8])
   line = ablation.tta_gain(argparse.Namespace(out=out, results=[]), "isic2017_plus")
+  # the seeds differ by 40 points, but each run is paired with its own flips
   assert line.startswith("isic2017_plus (2 seeds), flips - no flips, 4 images: Jaccard +1.00 "
-                         "points, 95% bootstrap interval [+1.00, +1.00]; flips better on 4")
+                         "points, 95% interval over seeds and images [+1.00, +1.00]; flips better "
+                         "on 4")
+  assert "per seed: no flips 65.00 25.00 | flips 66.00 26.00; over runs, paired:" in line
+  assert "exact sign-flip p = 0.50 (the least possible with 2 runs: 0.50)" in line
   monkeypatch.setattr(sys, "argv", ["ablation.py", f"--out={out}",
                                     "--tta_gain=isic2017_plus,plus_dice_only"])
   ablation.main()
-  printed = capsys.readouterr().out.splitlines()
+  printed = [p for p in capsys.readouterr().out.splitlines() if not p.startswith(" ")]
   assert [p.split(" (")[0] for p in printed] == ["isic2017_plus", "plus_dice_only"]
 
 
@@ -340,6 +360,10 @@ def test_ensemble_gain_pairs_the_ensemble_with_its_members_mean(ablation, tmp_pa
   assert plain.startswith("isic2017_plus ensemble of 2 - its members' mean, model, 4 images: "
                           "Jaccard +3.75 points")
   assert "the ensemble better on 2 images, worse on 1" in plain
+  # against each member: +6.25 and +1.25 points; the members resampled with the images
+  assert "per seed: members 62.50 67.50 | the ensemble 68.75;" in plain
+  lo, hi = _interval(plain)
+  assert lo < 0.75 and hi > 6.0
   assert flipped.startswith("isic2017_plus ensemble of 2 - its members' mean, model+tta, 4 "
                             "images: Jaccard +3.75 points")
   assert "| isic2017_plus: ensemble of the seeds | - | no | 68.8 |" in "\n".join(
@@ -348,6 +372,90 @@ def test_ensemble_gain_pairs_the_ensemble_with_its_members_mean(ablation, tmp_pa
   monkeypatch.setattr(sys, "argv", ["ablation.py", f"--out={out}", f"--results={kept}",
                                     "--ensemble_gain=isic2017_plus"])
   ablation.main()
-  assert len(capsys.readouterr().out.splitlines()) == 2
+  assert len(capsys.readouterr().out.splitlines()) == 4
   with pytest.raises(SystemExit, match="no scored ensemble of row 'plus_dice_only'"):
     ablation.ensemble_gain(args, "plus_dice_only")
+
+
+def _rows_with_seed_spread(spread, gap, images=200):
+  """Two rows' runs x images Jaccards: row a's two runs `spread` apart, row b `gap` above a's
+  mean with the same spread, plus per-image noise."""
+  rng = np.random.default_rng(1)
+  base = rng.uniform(0.5, 0.9, images)
+  offsets = np.array([[-spread / 2], [spread / 2]])
+  a = base + offsets + rng.normal(0, 0.01, (2, images))
+  b = base + gap + offsets + rng.normal(0, 0.01, (2, images))
+  return a, b
+
+
+def test_hierarchical_interval_holds_the_seeds_spread(ablation):
+  """Runs of one row 10 points apart, rows 1 point apart: the image-only interval (each row's
+  runs averaged first) excludes 0, the interval over seeds and images is wider and includes it."""
+  a, b = _rows_with_seed_spread(spread=0.10, gap=0.01)
+  both = np.percentile(ablation.hierarchical_bootstrap(a, b), [2.5, 97.5])
+  images = np.percentile(ablation.hierarchical_bootstrap(a.mean(0, keepdims=True),
+                                                         b.mean(0, keepdims=True)), [2.5, 97.5])
+  assert images[0] > 0 and both[0] < 0 < both[1]
+  assert both[1] - both[0] > 5 * (images[1] - images[0])
+
+
+def test_hierarchical_interval_with_identical_seeds_is_the_image_interval(ablation):
+  a, b = _rows_with_seed_spread(spread=0.0, gap=0.01)
+  a[1], b[1] = a[0], b[0]
+  both = ablation.hierarchical_bootstrap(a, b, draws=2000)
+  images = ablation.hierarchical_bootstrap(a[:1], b[:1], draws=2000)
+  np.testing.assert_allclose(both, images)
+  np.testing.assert_allclose(ablation.paired_runs_bootstrap(b - a, draws=2000), images)
+
+
+def test_run_level_tests_say_when_two_seeds_cannot_decide(ablation):
+  """However far apart, 2 runs against 2 cannot give an exact p below 1/3, 3 against 3 below
+  1/10; a sign-flip over 2 paired runs not below 1/2."""
+  p, least = ablation.permutation_p(np.array([0.70, 0.71]), np.array([0.80, 0.81]))
+  assert (round(p, 4), round(least, 4)) == (0.3333, 0.3333)
+  p, least = ablation.permutation_p(np.array([0.70, 0.71, 0.72]), np.array([0.80, 0.81, 0.82]))
+  assert (round(p, 4), round(least, 4)) == (0.1, 0.1)
+  p, _ = ablation.permutation_p(np.array([0.70, 0.80, 0.75]), np.array([0.71, 0.79, 0.76]))
+  assert p == 1.0
+  assert ablation.sign_flip_p(np.array([0.01, 0.02])) == (0.5, 0.5)
+  assert ablation.sign_flip_p(np.array([0.01, -0.02, 0.005]))[0] == 1.0
+  assert ablation._t_p(np.array([0.7, 0.71]), np.array([0.8, 0.81])) < 0.05
+  assert np.isnan(ablation._t_p(np.array([0.7]), np.array([0.8, 0.81])))
+
+
+def test_compare_prints_per_seed_means_and_a_test_over_runs(ablation, tmp_path, monkeypatch,
+                                                            capsys):
+  """Seeds 0 and 1 of each row 20 points apart, the rows 5 apart: the interval includes 0 and
+  the seeds' means are printed; --same_runs pairs the runs by seed (each 5 points up on every
+  image), which fixes the difference."""
+  out = str(tmp_path)
+  base = [0.5, 0.6, 0.7, 0.8]
+  _write_run(out, "ema_raw_s0", base)
+  _write_run(out, "ema_raw_s1", [j - 0.2 for j in base])
+  _write_run(out, "ema_s0", [j + 0.05 for j in base])
+  _write_run(out, "ema_s1", [j - 0.15 for j in base])
+  args = argparse.Namespace(out=out, results=[])
+  line = ablation.compare(args, "ema_raw", "ema")
+  assert line.startswith("ema (2 seeds) - ema_raw (2 seeds), model, 4 images: Jaccard +5.00 "
+                         "points, 95% interval over seeds and images [")
+  lo, hi = _interval(line)
+  assert lo < 0 < 5 < hi
+  assert "per seed: ema_raw 65.00 45.00 | ema 70.00 50.00; over runs: Welch t p = " in line
+  assert "exact permutation p = 0.67 (the least possible with 2 and 2 runs: 0.33)" in line
+  paired = ablation.compare(args, "ema_raw", "ema", same_runs=True)
+  assert paired.startswith("ema (2 seeds) - ema_raw (2 seeds), the same runs, model, 4 images: "
+                           "Jaccard +5.00 points, 95% interval over seeds and images "
+                           "[+5.00, +5.00]; ema better on 4 images, worse on 0")
+  assert "exact sign-flip p = 0.50 (the least possible with 2 runs: 0.50)" in paired
+  _write_run(out, "bce_only_s3", base)
+  with pytest.raises(SystemExit, match="share no seed"):
+    ablation.compare(args, "ema", "bce_only", same_runs=True)
+  single = ablation.compare(args, os.path.join(out, "ema_s0"), os.path.join(out, "ema_raw_s0"))
+  assert "95% interval over images only (one run per row) [-5.00, -5.00]" in single
+  assert "one run per row: the interval covers images only, no test over runs" in single
+  monkeypatch.setattr(sys, "argv", ["ablation.py", f"--out={out}", "--compare=ema_raw,ema",
+                                    "--same_runs"])
+  ablation.main()
+  printed = capsys.readouterr().out.splitlines()
+  assert len(printed) == 4 and "the same runs, model+tta" in printed[2]
+  assert printed[1].startswith("  per seed: ema_raw 65.00 45.00 | ema 70.00 50.00;")

@@ -144,6 +144,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "loss.feature_reduction", FEATURE_REDUCTIONS)
   _number(config, "loss.dice_weight", 0.0, inf)
   _choice(config, "loss.dice_form", DICE_FORMS)
+  _require(not (config.loss.dice_form == "authors" and config.loss.dice_weight > 0 and
+                int(config.model.num_classes) > 1), "loss.dice_form",
+           "'authors' has no smoothing: a class absent from an image gives its map a constant term "
+           "with no gradient, so false positives of absent classes go unpunished; with "
+           "model.num_classes > 1 use 'soft'", config.loss.dice_form)
   _number(config, "loss.bce_weight", 0.0, inf)
   _require(config.loss.adversarial_weight + config.loss.dice_weight + config.loss.bce_weight > 0,
            "loss", "needs at least one of adversarial_weight, dice_weight, bce_weight > 0",

@@ -54,14 +54,23 @@ def authors_dice_loss(probs: jax.Array, targets: jax.Array) -> jax.Array:
 
   The SegAN authors' `dice_loss` (train.py): squared terms in the denominator, no smoothing. For
   their single label map this is exactly their value (they sum over maps and divide by the batch
-  size); with several maps segan_jax averages over maps too.
+  size); with several maps segan_jax averages over maps too. An empty target map, where their
+  formula is 0 / 0 once the prediction underflows, counts its limit 0 (loss 1, no gradient) instead
+  of NaN; any non-empty target has a denominator of at least 1 and its exact value.
   """
   probs = probs.astype(jnp.float32)
   targets = targets.astype(jnp.float32)
   axes = (1, 2)
   intersection = jnp.sum(probs * targets, axis=axes)
   denominator = jnp.sum(probs * probs, axis=axes) + jnp.sum(targets * targets, axis=axes)
-  return 1.0 - jnp.mean(2.0 * intersection / denominator)
+  defined = denominator > AUTHORS_DICE_MIN_DENOMINATOR
+  ratio = 2.0 * intersection / jnp.where(defined, denominator, 1.0)  # finite in both branches
+  return 1.0 - jnp.mean(jnp.where(defined, ratio, 0.0))
+
+
+# Below this the authors' Dice denominator only arises from an empty target (a non-empty binary one
+# adds at least 1), where float32 squares underflow and their ratio becomes 0 / 0.
+AUTHORS_DICE_MIN_DENOMINATOR = 1e-6
 
 
 DICE_FORMS = ("soft", "authors")

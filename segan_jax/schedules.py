@@ -25,6 +25,12 @@ def k_schedule(steps_per_epoch: int, k_init: float = 1.0, decay: float = 0.9,
   return schedule
 
 
+def last_update_k(schedule: Schedule, steps_done: jnp.ndarray | int) -> jnp.ndarray:
+  """The k of the last update of a model that has made `steps_done` updates (the schedule at step
+  steps_done - 1; at 0 for an untrained model): the k it is validated, scored and served at."""
+  return schedule(jnp.maximum(jnp.asarray(steps_done) - 1, 0))
+
+
 def per_update(schedule: Schedule, updates_per_step: int) -> Schedule:
   """`schedule` of the training step for an optimiser updated updates_per_step times a step (the
   critic with train.critic_steps > 1), whose own count runs that much faster."""

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from segan_jax import schedules
 from segan_jax.activations import adaptive_logistic
 from segan_jax.losses import binary_cross_entropy_with_logits, dice_loss, multiscale_l1
 from segan_jax.models import mask_images, segment_inference
@@ -240,9 +241,10 @@ def train_step(segmentor_state: TrainState, critic_state: TrainState, batch: Bat
 
 def predict_probs(segmentor_state: TrainState, images: jax.Array, cfg: StepConfig,
                   k: jax.Array | None = None) -> jax.Array:
-  """S's probability maps in inference mode (running BatchNorm statistics), at k or the schedule's
-  k; with the moving average of S's variables where the state has one (train.ema_decay)."""
-  k = cfg.k_schedule(segmentor_state.step) if k is None else k
+  """S's probability maps in inference mode (running BatchNorm statistics), at k or else the k of
+  S's last update; with the moving average of S's variables where the state has one
+  (train.ema_decay)."""
+  k = schedules.last_update_k(cfg.k_schedule, segmentor_state.step) if k is None else k
   logits = segment_inference(cfg.segmentor, segmentor_state.inference_variables(), images)
   return adaptive_logistic(logits, k)
 

@@ -317,7 +317,8 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
     if save_now:
       checkpoints.save(manager, done, seg_state, critic_state,
                        {"val": summary, "steps_per_epoch": steps_per_epoch,
-                        "k": float(cfg.k_schedule(done)), "threshold": config.eval.threshold},
+                        "k": float(schedules.last_update_k(cfg.k_schedule, done)),
+                        "threshold": config.eval.threshold},
                        keep=config.train.keep_checkpoints)
       last_time = time.time()  # checkpointing and validation do not count towards steps/s.
     if stopping:
@@ -333,7 +334,8 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
     if lead:
       _write_panels(workdir, writer, int(seg_state.step), val, probs, config)
   result = {"step": int(seg_state.step), "val": summary,
-            "k": float(cfg.k_schedule(seg_state.step)), "threshold": config.eval.threshold,
+            "k": float(schedules.last_update_k(cfg.k_schedule, seg_state.step)),
+            "threshold": config.eval.threshold,
             "wall_time_s": time.time() - t0}
   if lead:
     _write_json(os.path.join(workdir, "metrics.json"), result)

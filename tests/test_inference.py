@@ -33,6 +33,9 @@ def test_load_model_defaults_to_latest_checkpoint_and_its_facts(trained_run, mod
   extras = model.checkpoint_extras
   assert model.k == pytest.approx(extras["k"]) and model.threshold == extras["threshold"] == 0.4
   assert extras["steps_per_epoch"] == 4
+  # k decays every epoch (4 steps) here: step 4's checkpoint holds the k of its last update (step
+  # 3, epoch 0), not the schedule's k at step 4 (epoch 1), which no update has used.
+  assert extras["k"] == pytest.approx(1.0) and model.k == pytest.approx(1.0)
   assert int(model.config.model.width) == 2 and model.image_size == 128
 
 

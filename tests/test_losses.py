@@ -114,3 +114,42 @@ def test_dice_forms_agree_on_binary_maps_and_unknown_forms_fail():
   assert float(authors_dice_loss(t, t)) == 0.0
   with pytest.raises(ValueError, match="Dice form"):
     dice_loss(t, t, "squared")
+
+
+@pytest.mark.parametrize("form", ["authors", "soft"])
+def test_dice_forms_stay_finite_on_an_empty_target(form):
+  """Constant logits of -13 at k = 0.3 underflow the squared prediction: on an empty target map
+  the authors' 0 / 0 must give its limit (loss 1, no gradient), not NaN; a non-empty map in the
+  same batch keeps its exact value and gradient."""
+  from segan_jax.activations import adaptive_logistic
+  logits = jnp.full((2, 16, 16, 1), -13.0)
+  targets = np.zeros((2, 16, 16, 1), np.float32)
+  targets[1, 4:9, 4:9] = 1.0
+  loss = lambda z, t: dice_loss(adaptive_logistic(z, 0.3), t, form)
+  value, grad = jax.value_and_grad(loss)(logits, targets)
+  assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
+  empty_only = float(loss(logits[:1], targets[:1]))
+  if form == "authors":
+    assert empty_only == 1.0
+    assert not np.any(np.asarray(jax.grad(loss)(logits[:1], targets[:1])))
+    np.testing.assert_allclose(float(loss(logits[1:], targets[1:])),
+                               _authors_dice_loss_numpy(
+                                   np.moveaxis(np.asarray(adaptive_logistic(logits[1:], 0.3)),
+                                               -1, 1).astype(np.float64),
+                                   np.moveaxis(targets[1:], -1, 1).astype(np.float64)), rtol=1e-6)
+    assert np.any(np.asarray(grad)[1] != 0)
+  else:
+    assert 0.0 <= empty_only < 1e-3  # smoothing: an empty prediction of an empty map is right
+
+
+def test_authors_dice_is_refused_for_several_classes():
+  from segan_jax.config_validation import ConfigError, validate_config
+  from segan_jax.configs import tiny
+  config = tiny.get_config()
+  config.loss.dice_weight, config.loss.dice_form = 1.0, "authors"
+  validate_config(config)
+  config.model.num_classes = 3
+  with pytest.raises(ConfigError, match=r"loss\.dice_form .*num_classes > 1 use 'soft'"):
+    validate_config(config)
+  config.loss.dice_form = "soft"
+  validate_config(config)

@@ -20,6 +20,16 @@ def test_k_schedule_paper_values():
   np.testing.assert_allclose(at_epoch(10_000), 0.3, rtol=1e-6)
 
 
+def test_last_update_k_is_the_k_of_the_step_before():
+  k = k_schedule(4, k_init=1.0, decay=0.9, decay_epochs=1, k_floor=0.3)
+  assert float(schedules.last_update_k(k, 0)) == float(k(0)) == 1.0
+  assert float(schedules.last_update_k(k, 4)) == 1.0 and float(k(4)) == pytest.approx(0.9)
+  assert float(schedules.last_update_k(k, 5)) == pytest.approx(0.9)
+  # The paper's 300 epochs: the last 25 train at 0.9 ** 11, the floor 0.3 comes after the end.
+  paper = k_schedule(80, decay_epochs=25)
+  np.testing.assert_allclose(float(schedules.last_update_k(paper, 300 * 80)), 0.9 ** 11, rtol=1e-5)
+
+
 def test_k_schedule_rejects_bad_arguments():
   with pytest.raises(ValueError):
     k_schedule(0)

@@ -184,6 +184,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "train.critic_clip", 0.0, inf, lo_open=True)
   _choice(config, "train.critic_constraint", CRITIC_CONSTRAINTS)
   _positive_int(config, "train.critic_steps")
+  _require(isinstance(config.train.get("init_from", ""), str), "train.init_from",
+           "must be a pretrained model's name, a weights file or a run's workdir (a string)",
+           config.train.get("init_from"))
   _number(config, "train.ema_decay", 0.0, 1.0, hi_open=True)
   for every in ("log_every", "eval_every", "checkpoint_every"):
     _positive_int(config, f"train.{every}")

@@ -2,6 +2,8 @@
 
   python -m segan_jax.evaluate --workdir=RUN [--workdir=RUN2 ...] [--split=validation] [--tta]
       [--data_source=folder --data_dir=DIR] [--search] [--output=DIR] [--postprocess]
+  python -m segan_jax.evaluate --model=NAME_OR_PATH --data_dir=DIR --split=test --output=DIR
+      (a pretrained model: segan_jax.pretrained; --list_models lists the shipped ones)
 
 Protocol (segan_jax.metrics): each probability map is resized back to its image's ORIGINAL size,
 binarised at the threshold, and scored per image (accuracy, sensitivity, specificity, Jaccard,
@@ -81,8 +83,8 @@ def load_examples(config, split: str, image_size: int) -> list[data_arrays.Examp
   if hook is not None:
     return list(hook(config, split))
   source = config.data.source
-  if split == "validation":
-    return list(sources.load_splits(config)[1])
+  if split == "validation":  # the training pairs are neither decoded nor held in memory
+    return list(sources.load_validation(config))
   if source == "synthetic":
     if split == "train":
       return list(sources.load_splits(config)[0])
@@ -256,7 +258,7 @@ def search_run(workdir: str, eval_set: data_arrays.EvalSet, k_grid: Sequence[flo
 # ---------------------------------------------------------------------------------------------
 # Evaluation.
 
-def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str | None = "none",
+def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str | None = None,
              data_source: str | None = None, data_dir: str | None = None,
              output: str | None = None, search: bool = False,
              k_grid: Sequence[float] = DEFAULT_K_GRID,
@@ -264,32 +266,45 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str | None
              search_steps: str | Sequence[int] = "all", step: int | None = None,
              k: float | None = None, threshold: float | None = None, use_selection: bool = True,
              batch_size: int = 16, num_worst: int = 6, num_examples: int = 8,
-             log=print, postprocess: bool | None = False,
-             use_ema: bool = True) -> dict[str, Any]:
+             log=print, postprocess: bool | None = None,
+             use_ema: bool = True,
+             models: Sequence[inference.LoadedModel] | None = None) -> dict[str, Any]:
   """Scores runs (one, or several as an ensemble) on a split; writes and returns the summary.
 
   With `postprocess`, every thresholded mask is reduced to its largest connected component with
   its holes filled (segan_jax.postprocess) at the original resolution before it is scored or
   drawn, and --search selects on the post-processed masks; None takes the first run's
-  config.eval.postprocess, as `tta` None takes its config.eval.tta. `use_ema=False` scores the
-  raw weights of runs that also keep a moving average (train.ema_decay > 0).
+  config.eval.postprocess, as `tta` None takes its config.eval.tta: by default a run is scored as
+  `segan-evaluate` scores it. `use_ema=False` scores the raw weights of runs that also keep a
+  moving average (train.ema_decay > 0).
+  `models`: already loaded models (a pretrained model: segan_jax.pretrained.load_model) scored
+  instead of `workdirs` (then empty); they carry no data to score and no run folder, so the data
+  (`data_dir`, where data_source is not "synthetic"; data_source defaults to "folder") and
+  `output` must be given, and there is nothing to `search`.
   """
   workdirs = list(workdirs)
-  if not workdirs:
+  if models is not None:
+    if not models:
+      raise EvaluationError("No model to score.")
+    check_pretrained_options(workdirs, search, data_source, data_dir, output)
+    data_source = data_source or "folder"
+  elif not workdirs:
     raise EvaluationError("Give at least one --workdir.")
   if search and split != "validation":
     raise EvaluationError("--search selects on validation data only; use --split=validation. "
                           "Score other splits afterwards with the stored selection.")
   if search and (step is not None or k is not None or threshold is not None):
     raise EvaluationError("--search chooses the step, k and threshold; do not also set them.")
-  first_config = inference.load_config(workdirs[0])
+  first_config = (models[0].config if models is not None
+                  else inference.load_config(workdirs[0]))
   tta = inference.tta_mode(tta, first_config)
   inference.view_transforms(tta)
   if postprocess is None:
     postprocess = bool(first_config.eval.postprocess)
   if postprocess and int(first_config.model.num_classes) > 1:
     raise EvaluationError("--postprocess keeps one lesion's largest component; "
-                          f"{workdirs[0]} segments model.num_classes="
+                          f"{models[0].workdir if models else workdirs[0]} segments "
+                          "model.num_classes="
                           f"{first_config.model.num_classes} classes. Leave --postprocess out.")
   config = apply_data_overrides(first_config, data_source, data_dir)
   eval_set = load_eval_set(config, split, int(config.data.image_size))
@@ -312,8 +327,10 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str | None
           f"threshold={selection['threshold']:g} (validation Jaccard "
           f"{selection['validation_jaccard']:.4f}); stored in {path}")
 
-  models = inference.load_models(workdirs, step, k, threshold, use_selection or search,
-                                 use_ema=use_ema)
+  if models is None:
+    models = inference.load_models(workdirs, step, k, threshold, use_selection or search,
+                                   use_ema=use_ema)
+  models = list(models)
   if models[0].image_size != int(config.data.image_size):
     raise EvaluationError("The runs' data.image_size differs from the first run's config.")
   predictor = inference.Predictor(models, batch_size, tta)
@@ -368,6 +385,26 @@ def evaluate(workdirs: Sequence[str], split: str = "validation", tta: str | None
   log(f"Wrote {output}/summary.json, per_image.csv, worst_cases.png (worst: {worst_text})"
       f"{' and examples.png' if examples else ''}.")
   return result
+
+
+def check_pretrained_options(workdirs: Sequence[str], search: bool, data_source: str | None,
+                             data_dir: str | None, output: str | None) -> None:
+  """What scoring a pretrained (already loaded) model needs: no runs beside it, no search, the
+  data to score and an output folder; EvaluationError naming the missing flag otherwise."""
+  if workdirs:
+    raise EvaluationError("give --workdir (trained runs) or --model (a pretrained model), not "
+                          "both.")
+  if search:
+    raise EvaluationError("--search chooses a run's checkpoint, k and threshold on its "
+                          "validation data; a pretrained model has nothing to choose. Leave "
+                          "--search out (--k and --threshold override the model's).")
+  if not data_dir and (data_source or "folder") != "synthetic":
+    raise EvaluationError("a pretrained model carries no data to score: pass --data_dir=DIR (a "
+                          "folder of images and <id>_segmentation.png masks; a built TFDS data "
+                          "set with --data_source=tfds).")
+  if not output:
+    raise EvaluationError("pass --output=DIR: a pretrained model has no run folder to write its "
+                          "scores into.")
 
 
 def default_output(workdirs: Sequence[str], split: str) -> str:
@@ -540,7 +577,8 @@ def write_csv(path: str, rows: list[dict]) -> None:
 
 def _define_flags():
   from absl import flags
-  flags.DEFINE_multi_string("workdir", None, "Training run(s); several form an ensemble.")
+  flags.DEFINE_multi_string("workdir", None, "Training run(s); several form an ensemble. Or "
+                            "--model.")
   flags.DEFINE_enum("split", "validation", list(SPLITS), "Split of the run's data to score.")
   flags.DEFINE_string("data_source", None, "Override config.data.source (synthetic|folder|tfds).")
   flags.DEFINE_string("data_dir", None, "Override config.data.dir.")
@@ -569,15 +607,22 @@ def _define_flags():
   host_memory.define_flags()
   flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
-  flags.mark_flags_as_required(["workdir"])
+  from segan_jax.pretrained import tool_flags
+  tool_flags.define_flags()
 
 
 def main(argv):
   from absl import flags
+  from segan_jax.pretrained import tool_flags
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags take the form "
                     "--name=value)")
+  if tool_flags.list_models_if_asked():
+    return
+  pretrained_name = tool_flags.pretrained_model_name()
+  if pretrained_name is not None:  # the data and output checks come before any loading
+    check_pretrained_options([], FLAGS.search, FLAGS.data_source, FLAGS.data_dir, FLAGS.output)
   steps = FLAGS.search_steps
   if steps not in ("all", "latest"):
     try:
@@ -595,13 +640,16 @@ def main(argv):
   host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax  # noqa: F401 - after configure, which may restart the process
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
-  evaluate(FLAGS.workdir, split=FLAGS.split, tta=inference.tta_from_flag(FLAGS.tta),
+  models = None
+  if pretrained_name is not None:
+    models = tool_flags.load_models(lambda: [], FLAGS.k, FLAGS.threshold)
+  evaluate(FLAGS.workdir or [], split=FLAGS.split, tta=inference.tta_from_flag(FLAGS.tta),
            data_source=FLAGS.data_source, data_dir=FLAGS.data_dir, output=FLAGS.output,
            search=FLAGS.search, k_grid=k_grid, threshold_grid=threshold_grid,
            search_steps=steps, step=FLAGS.step, k=FLAGS.k, threshold=FLAGS.threshold,
            use_selection=FLAGS.use_selection, batch_size=FLAGS.batch_size,
            num_worst=FLAGS.num_worst, num_examples=FLAGS.num_examples,
-           postprocess=FLAGS.postprocess, use_ema=FLAGS.use_ema)
+           postprocess=FLAGS.postprocess, use_ema=FLAGS.use_ema, models=models)
 
 
 def run() -> None:

@@ -2,6 +2,7 @@
 
   python -m segan_jax.export --workdir=RUN [--workdir=RUN2 ...] --output=DIR [--tta]
       [--platforms=cpu,cuda]
+  python -m segan_jax.export --model=NAME_OR_PATH --output=DIR   (a pretrained model)
   (or the console script `segan-export` with the same flags)
 
 The SavedModel needs only TensorFlow (`tf.saved_model.load(DIR)`; TF Serving works too): the JAX
@@ -155,12 +156,12 @@ def check_output(output: str, overwrite: bool) -> None:
                       "it, or choose another folder.")
 
 
-def export(models: Sequence[inference.LoadedModel], output: str, tta: str | None = "none",
+def export(models: Sequence[inference.LoadedModel], output: str, tta: str | None = None,
            platforms: Sequence[str] = ("cpu",), overwrite: bool = False) -> dict[str, Any]:
   """Writes the SavedModel (and segan_export.json) to `output`; returns the metadata.
 
   An existing non-empty `output` is replaced only when it is an earlier export and `overwrite`.
-  `tta` None takes the first run's config.eval.tta.
+  `tta` None (the default, as `segan-export`) takes the first run's config.eval.tta.
   """
   bad = [p for p in platforms if p not in PLATFORMS]
   if bad or not platforms:
@@ -202,7 +203,8 @@ def export(models: Sequence[inference.LoadedModel], output: str, tta: str | None
 def _define_flags():
   from absl import flags
   flags.DEFINE_multi_string("workdir", None,
-                            "Training run(s); several are exported as an ensemble.")
+                            "Training run(s); several are exported as an ensemble. Or "
+                            "--model.")
   flags.DEFINE_string("output", None, "SavedModel folder (created).")
   flags.DEFINE_bool("tta", None, "Bake test-time flips into the exported function. Default: the "
                     "run's config.eval.tta.")
@@ -212,18 +214,26 @@ def _define_flags():
   flags.DEFINE_float("threshold", None, "Override the threshold.")
   flags.DEFINE_bool("use_selection", True, "Use RUN/selection.json where present.")
   flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --output.")
-  flags.mark_flags_as_required(["workdir", "output"])
+  from segan_jax.pretrained import tool_flags
+  tool_flags.define_flags()
 
 
 def main(argv):
   from absl import flags
+  from segan_jax.pretrained import tool_flags
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags take the form "
                     "--name=value)")
+  if tool_flags.list_models_if_asked():
+    return
+  tool_flags.require(["output"])
+  tool_flags.pretrained_model_name()  # --workdir or --model, checked before any work
   check_output(FLAGS.output, FLAGS.overwrite)
-  models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
-                                 FLAGS.use_selection)
+  models = tool_flags.load_models(
+      lambda: inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
+                                    FLAGS.use_selection),
+      FLAGS.k, FLAGS.threshold)
   meta = export(models, FLAGS.output, inference.tta_from_flag(FLAGS.tta), FLAGS.platforms,
                 FLAGS.overwrite)
   print(f"Exported {len(models)} model(s) (steps {[m['step'] for m in meta['models']]}, "

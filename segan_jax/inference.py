@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from segan_jax import checkpoints
+from segan_jax import checkpoints, schedules
 from segan_jax.errors import UserError
 from segan_jax.data.arrays import normalize
 from segan_jax.models import segment_inference
@@ -94,8 +94,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       loaded = json.load(f)
     except json.JSONDecodeError as e:
       raise RunError(f"{path} is not valid JSON: {e}") from e
+  return config_from_dict(loaded)
+
+
+def config_from_dict(loaded: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A stored config (config.json, a pretrained model's card) as a ConfigDict; the fields it lacks
+  take the default values."""
   from segan_jax.configs import default
-  return ml_collections.ConfigDict(_fill_missing(loaded, default.get_config().to_dict()))
+  return ml_collections.ConfigDict(_fill_missing(dict(loaded), default.get_config().to_dict()))
 
 
 def _manager(workdir: str):
@@ -217,10 +223,9 @@ def load_model(workdir: str, step: int | None = None, k: float | None = None,
   if k is None and extras.get("k") is None and not (selection_applies and selection.get("k")):
     # Older checkpoints without the fact: the schedule's k at this step.
     cfg = train.build_step_config(config, int(extras.get("steps_per_epoch") or 1))
-  k_value = resolve("k", k, cfg.k_schedule(step))
+  k_value = resolve("k", k, schedules.last_update_k(cfg.k_schedule, step))
   t_value = resolve("threshold", threshold, config.eval.threshold)
-  if not k_value > 0:
-    raise RunError(f"k must be positive, got {k_value}.")
+  check_k_threshold(k_value, t_value, sources)
   segmentor, _ = train.build_models(config)
   if use_ema and getattr(state, "ema", None) is not None:
     variables, weights = state.ema, "ema"
@@ -232,6 +237,19 @@ def load_model(workdir: str, step: int | None = None, k: float | None = None,
   return LoadedModel(workdir=workdir, config=config, segmentor=segmentor, variables=variables,
                      step=int(step), k=k_value, threshold=t_value, sources=sources,
                      checkpoint_extras=extras, weights=weights)
+
+
+def check_k_threshold(k: float, threshold: float, sources: dict[str, str] | None = None) -> None:
+  """RunError unless 0 < k < inf and 0 < threshold < 1 (NaN fails both): a k or threshold outside
+  them gives empty or full masks, never a result."""
+  where = lambda name: f" (from {sources[name]})" if sources and name in sources else ""
+  if not 0 < k < float("inf"):
+    raise RunError(f"k={k} is not a usable k{where('k')}: it must be positive and finite (the "
+                   "adaptive logistic is sigmoid(z / k)); give --k > 0, or leave it out.")
+  if not 0 < threshold < 1:
+    raise RunError(f"threshold={threshold} is not a usable threshold{where('threshold')}: "
+                   "probabilities are compared with it, so it must lie strictly between 0 and 1; "
+                   "give --threshold in (0, 1), or leave it out.")
 
 
 def load_models(workdirs: Sequence[str], step: int | None = None, k: float | None = None,
@@ -320,11 +338,14 @@ def combine(logit_views: Sequence[np.ndarray], ks: Sequence[float]) -> np.ndarra
 class Predictor:
   """Batched probability maps from one model or an ensemble, with optional test-time flips."""
 
-  def __init__(self, models: Sequence[LoadedModel], batch_size: int = 16, tta: str = "none"):
+  def __init__(self, models: Sequence[LoadedModel], batch_size: int = 16,
+               tta: str | None = None):
+    """tta: "none", "flips", or None for the first run's config.eval.tta (as the tools)."""
     if not models:
       raise ValueError("Predictor needs at least one model.")
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    tta = tta_mode(tta, models[0].config)
     view_transforms(tta)
     self.models = list(models)
     self.batch_size = int(batch_size)

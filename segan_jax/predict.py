@@ -2,9 +2,13 @@
 
   python -m segan_jax.predict --workdir=RUN --input=DIR_OR_FILE [--input=...] --output=DIR
       [--tta] [--save_probabilities] [--save_overlays] [--overwrite] [--postprocess]
+  python -m segan_jax.predict --model=NAME_OR_PATH --input=... --output=DIR   (a pretrained model)
+  python -m segan_jax.predict --list_models
 
 For each readable image `<id>.<ext>` (JPEG, PNG and other formats PIL reads; any size; RGB,
-grayscale, palette, RGBA (alpha dropped), 16-bit) it writes, at the image's ORIGINAL size:
+grayscale, palette, RGBA (alpha dropped), 16-bit) it writes, at the image's ORIGINAL size (the
+network sees the image through the decode path of training and evaluate, segan_jax.data.decode:
+a JPEG decoded at reduced scale where the network's size allows, then resized):
   <id>_segmentation.png   the mask, 0/255 (uint8, one channel): the network-size probability map
                           resized bilinearly to the original size, then `prob > threshold`, exactly
                           as segan_jax.evaluate scores it (--postprocess: then reduced to its
@@ -50,7 +54,7 @@ from PIL import Image
 
 from segan_jax import cli, compilation_cache, host_memory, inference, metrics, overlays
 from segan_jax import postprocess as post
-from segan_jax.data import arrays as data_arrays
+from segan_jax.data import decode
 from segan_jax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -213,56 +217,51 @@ def check_output(output: str, files: Sequence[str], num_classes: int, save_proba
                       "or choose another --output folder.")
 
 
-def to_rgb8(image: Image.Image) -> np.ndarray:
-  """HxWx3 uint8 RGB of a PIL image of any mode (alpha dropped, 16-bit and float rescaled)."""
-  mode = image.mode
-  if mode == "RGB":
-    return np.asarray(image, np.uint8)
-  if mode.startswith("I;16") or mode in ("I", "F"):
-    arr = np.asarray(image).astype(np.float64)
-    if arr.ndim == 3:
-      arr = arr[..., 0]
-    if mode.startswith("I;16"):
-      arr = arr / 257.0  # 0..65535 -> 0..255
-    elif mode == "F" and arr.size and np.nanmax(arr) <= 1.0:
-      arr = arr * 255.0  # float images in [0, 1]
-    elif arr.size and np.nanmax(arr) > 255:
-      arr = arr * (255.0 / max(65535.0, float(np.nanmax(arr))))  # 16-bit (or wider) integers
-    gray = np.clip(np.nan_to_num(np.round(arr)), 0, 255).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=-1)
-  if mode == "P" and "transparency" in image.info:
-    image = image.convert("RGBA")
-  return np.asarray(image.convert("RGB"), np.uint8)
-
-
 def read_image(path: str) -> np.ndarray:
   """Decodes a file fully into HxWx3 uint8 RGB; raises ImageReadError with the reason."""
-  try:
-    with Image.open(path) as image:
-      image.load()  # decode now: truncated or corrupt data fails here, not later
-      rgb = to_rgb8(image)
-  except Image.DecompressionBombError as e:
-    raise ImageReadError(f"too large to decode safely ({e})") from e
-  except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as e:
-    if isinstance(e, Image.UnidentifiedImageError):
-      raise ImageReadError("cannot read it as an image: unknown format, or the file is "
-                           "corrupt") from e
-    raise ImageReadError(f"cannot decode the image, it is corrupt or truncated "
-                         f"({str(e) or type(e).__name__})") from e
-  if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-    raise ImageReadError(f"decoded to an unusable array of shape {rgb.shape}")
-  return rgb
+  return _decode_file(path, None)[0]
 
 
-def _read(path: str, side: int):
-  """(path, image, image resized to side x side, error): decoding and resizing run in threads."""
+def read_network_input(path: str, side: int) -> tuple[np.ndarray, tuple[int, int]]:
+  """A file at the network's input size (side x side uint8 RGB) and its original (h, w), by the
+  decode path of training and evaluate (segan_jax.data.decode.network_image)."""
   try:
-    image = read_image(path)
-    return path, image, data_arrays.resize_image(image, side, side), None
+    with open(path, "rb") as f:
+      data = f.read()
+    return decode.network_image(data, (side, side))
+  except decode.ImageDecodeError as e:
+    raise ImageReadError(str(e)) from e
+
+
+def _decode_file(path: str, draft_size: tuple[int, int] | None):
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+    return decode.decode_rgb(data, draft_size)
+  except decode.ImageDecodeError as e:
+    raise ImageReadError(str(e)) from e
+
+
+@dataclasses.dataclass(frozen=True)
+class _Input:
+  """One readable input: its size (h, w), the network's view, and the photo (for overlays)."""
+  size: tuple[int, int]
+  small: np.ndarray
+  photo: np.ndarray | None
+
+
+def _read(path: str, side: int, keep_photo: bool):
+  """(path, _Input, error): decoding and resizing run in threads; the full-size photo is decoded
+  only for overlays."""
+  try:
+    small, size = read_network_input(path, side)
+    return path, _Input(size, small, read_image(path) if keep_photo else None), None
   except ImageReadError as e:
-    return path, None, None, str(e)
+    return path, None, str(e)
+  except OSError as e:
+    return path, None, f"cannot read the file ({e.strerror or e})"
   except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
-    return path, None, None, f"{type(e).__name__}: {e}"
+    return path, None, f"{type(e).__name__}: {e}"
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -270,15 +269,46 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     yield items[start:start + size]
 
 
-def _save_outputs(output: str, image_id_: str, image: np.ndarray, prob: np.ndarray,
-                  threshold: float, save_probabilities: bool, save_overlays: bool,
-                  label_map: int, postprocess: bool = False) -> list[str]:
-  h, w = image.shape[:2]
-  suffix = "" if label_map == 0 else f"_class{label_map}"
-  full = metrics.resize_probability(prob, (h, w))
+def label_map_mask(prob: np.ndarray, size: tuple[int, int], threshold: float,
+                   postprocess: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """One network-size probability map at an image's original size (h, w), as predict writes it:
+  the map resized bilinearly (HxW float32) and its bool mask `map > threshold` (with
+  `postprocess`: its largest connected component with its holes filled)."""
+  full = metrics.resize_probability(prob, size)
   mask = metrics.binarize_prediction(full, threshold)
   if postprocess:
     mask = post.postprocess_mask(mask)
+  return full, mask
+
+
+def class_label_mask(probs: np.ndarray, size: tuple[int, int],
+                     threshold: float) -> tuple[np.ndarray, np.ndarray]:
+  """N > 1 network-size maps (S, S, N) at an image's original size (h, w): the maps resized
+  bilinearly (h, w, N) and the uint8 index mask predict writes (metrics.label_prediction)."""
+  full = metrics.resize_probabilities(probs, size)
+  return full, metrics.label_prediction(full, threshold)
+
+
+def original_size_outputs(probs: np.ndarray, size: tuple[int, int], threshold: float,
+                          postprocess: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """An image's network-size maps (S, S, N) as the files predict writes hold them, at its
+  original size (h, w): (the probability map, HxW float32 for one class, HxWxN for N; the uint8
+  mask: 0/255 for one class, the index mask 0..N for N classes)."""
+  if probs.shape[-1] > 1:
+    if postprocess:
+      raise UserError("postprocess keeps one lesion's largest component; the model segments "
+                      f"{probs.shape[-1]} classes.")
+    return class_label_mask(probs, size, threshold)
+  full, mask = label_map_mask(probs[..., 0], size, threshold, postprocess)
+  return full, (mask * 255).astype(np.uint8)
+
+
+def _save_outputs(output: str, image_id_: str, image: _Input, prob: np.ndarray,
+                  threshold: float, save_probabilities: bool, save_overlays: bool,
+                  label_map: int, postprocess: bool = False) -> list[str]:
+  h, w = image.size
+  suffix = "" if label_map == 0 else f"_class{label_map}"
+  full, mask = label_map_mask(prob, (h, w), threshold, postprocess)
   written = []
   path = os.path.join(output, f"{image_id_}_segmentation{suffix}.png")
   overlays.save_png(path, (mask * 255).astype(np.uint8))
@@ -290,13 +320,13 @@ def _save_outputs(output: str, image_id_: str, image: np.ndarray, prob: np.ndarr
   if save_overlays:
     path = os.path.join(output, f"{image_id_}_overlay{suffix}.jpg")
     tmp = path + ".tmp.jpg"
-    Image.fromarray(overlays.prediction_overlay(image, mask)).save(tmp, quality=92)
+    Image.fromarray(overlays.prediction_overlay(image.photo, mask)).save(tmp, quality=92)
     os.replace(tmp, path)
     written.append(path)
   return written
 
 
-def _save_all(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray, threshold: float,
+def _save_all(output: str, image_id_: str, image: _Input, probs: np.ndarray, threshold: float,
               save_probabilities: bool, save_overlays: bool,
               postprocess: bool = False) -> list[str]:
   """Writes the outputs of every label map of one image (probs: S x S x N)."""
@@ -308,13 +338,12 @@ def _save_all(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray,
                                  save_probabilities, save_overlays, c, postprocess)]
 
 
-def _save_classes(output: str, image_id_: str, image: np.ndarray, probs: np.ndarray,
+def _save_classes(output: str, image_id_: str, image: _Input, probs: np.ndarray,
                   threshold: float, save_probabilities: bool, save_overlays: bool) -> list[str]:
   """Several classes: the index mask, each class's probability map, the colour overlay."""
-  h, w = image.shape[:2]
+  h, w = image.size
   n = probs.shape[-1]
-  full = metrics.resize_probabilities(probs, (h, w))
-  labels = metrics.label_prediction(full, threshold)
+  full, labels = class_label_mask(probs, (h, w), threshold)
   written = [os.path.join(output, f"{image_id_}_segmentation.png")]
   overlays.save_png(written[-1], labels)
   if save_probabilities:
@@ -324,22 +353,23 @@ def _save_classes(output: str, image_id_: str, image: np.ndarray, probs: np.ndar
   if save_overlays:
     written.append(os.path.join(output, f"{image_id_}_overlay.jpg"))
     tmp = written[-1] + ".tmp.jpg"
-    Image.fromarray(overlays.class_overlay(image, labels, n)).save(tmp, quality=92)
+    Image.fromarray(overlays.class_overlay(image.photo, labels, n)).save(tmp, quality=92)
     os.replace(tmp, written[-1])
   return written
 
 
 def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str], output: str,
-                  batch_size: int = 8, tta: str | None = "none",
+                  batch_size: int = 8, tta: str | None = None,
                   save_probabilities: bool = False,
                   save_overlays: bool = False, recursive: bool = False, progress: bool = True,
                   workers: int = 4, log=print, overwrite: bool = False,
-                  postprocess: bool | None = False) -> dict[str, Any]:
+                  postprocess: bool | None = None) -> dict[str, Any]:
   """Segments every image of `inputs` into `output`; returns the report (predict_summary.json).
 
   With `postprocess`, each mask is its largest connected component with its holes filled
   (segan_jax.postprocess), at the original size, as `evaluate --postprocess` scores it; None
-  takes the first run's config.eval.postprocess, and `tta` None its config.eval.tta.
+  takes the first run's config.eval.postprocess, and `tta` None its config.eval.tta (the defaults:
+  as `segan-predict` segments).
   Raises OutputError before any work if the outputs would replace files (see check_output).
   """
   t0 = time.time()
@@ -368,13 +398,13 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     pending_writes = []
     chunks = list(_chunks(files, batch_size))
-    submit_reads = lambda i: ([pool.submit(_read, p, side) for p in chunks[i]]
+    submit_reads = lambda i: ([pool.submit(_read, p, side, save_overlays) for p in chunks[i]]
                               if i < len(chunks) else [])
     next_reads = submit_reads(0)
     for i, chunk in enumerate(chunks):
       reads, next_reads = next_reads, submit_reads(i + 1)  # decode the next batch meanwhile
       good = []
-      for path, image, small, error in (r.result() for r in reads):
+      for path, image, error in (r.result() for r in reads):
         if error is not None:
           failures.append(Failure(path, error))
           log(f"skipping {path}: {error}")
@@ -386,10 +416,10 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
           log(f"skipping {path}: {reason}")
           continue
         written_ids[iid] = path
-        good.append((path, iid, image, small))
+        good.append((path, iid, image))
       if good:
-        probs = predictor.probabilities(np.stack([g[3] for g in good]))
-        for (path, iid, image, _), prob in zip(good, probs):
+        probs = predictor.probabilities(np.stack([g[2].small for g in good]))
+        for (path, iid, image), prob in zip(good, probs):
           if not np.all(np.isfinite(prob)):
             failures.append(Failure(path, "the model's output holds NaN (a diverged model?)"))
             log(f"skipping {path}: the model's output holds NaN")
@@ -399,7 +429,7 @@ def predict_files(models: Sequence[inference.LoadedModel], inputs: Sequence[str]
                                                    postprocess)))
       done, pending_writes = _collect(pending_writes, failures, written_files, wait_all=False)
       num_written += done
-      if len(pending_writes) > 2 * batch_size:  # bound the full-size images held in memory
+      if len(pending_writes) > 2 * batch_size:  # bound the maps and photos held in memory
         done, _ = _collect(pending_writes, failures, written_files, wait_all=True)
         num_written, pending_writes = num_written + done, []
       if bar is not None:
@@ -454,7 +484,8 @@ def _collect(futures, failures: list[Failure], written: list[str], wait_all: boo
 
 def _define_flags():
   from absl import flags
-  flags.DEFINE_multi_string("workdir", None, "Training run(s); several form an ensemble.")
+  flags.DEFINE_multi_string("workdir", None, "Training run(s); several form an ensemble. Or "
+                            "--model.")
   flags.DEFINE_multi_string("input", None, "Image file, folder or glob pattern (repeatable).")
   flags.DEFINE_string("output", None, "Folder for the masks (created).")
   flags.DEFINE_bool("tta", None, "Average the maps of the 4 flipped views. Default: the run's "
@@ -477,22 +508,30 @@ def _define_flags():
   host_memory.define_flags()
   flags.DEFINE_string("jax_cache_dir", compilation_cache.DEFAULT_DIR,
                       "Persistent XLA compilation cache ('' disables it).")
-  flags.mark_flags_as_required(["workdir", "input", "output"])
+  from segan_jax.pretrained import tool_flags
+  tool_flags.define_flags()
 
 
 def main(argv):
   from absl import flags
+  from segan_jax.pretrained import tool_flags
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags take the form "
                     "--name=value)")
+  if tool_flags.list_models_if_asked():
+    return
+  tool_flags.require(["input", "output"])
+  tool_flags.pretrained_model_name()  # --workdir or --model, checked before any work
   if FLAGS.batch_size < 1:
     raise UserError(f"--batch_size must be >= 1 (got {FLAGS.batch_size}).")
   host_memory.configure(FLAGS.huge_pages, FLAGS.keep_freed_memory)
   import jax  # noqa: F401 - after configure, which may restart the process
   compilation_cache.enable(FLAGS.jax_cache_dir, 1.0)
-  models = inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
-                                 FLAGS.use_selection, use_ema=FLAGS.use_ema)
+  models = tool_flags.load_models(
+      lambda: inference.load_models(FLAGS.workdir, FLAGS.step, FLAGS.k, FLAGS.threshold,
+                                    FLAGS.use_selection, use_ema=FLAGS.use_ema),
+      FLAGS.k, FLAGS.threshold)
   for m in models:
     print(f"model {m.workdir}: step {m.step} ({m.sources['step']}), k={m.k:g} "
           f"({m.sources['k']}), threshold={m.threshold:g} ({m.sources['threshold']})")

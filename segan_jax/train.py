@@ -103,6 +103,51 @@ def abstract_states(config: ml_collections.ConfigDict, cfg: steps.StepConfig,
                       shapes)
 
 
+def init_variables(source: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """S's inference variables ({"params", "batch_stats"}) to start a run from (train.init_from):
+  a shipped pretrained model's name, a packaged weights file, or a training run's workdir (its
+  latest checkpoint, the moving average where it has one). Raises ConfigError where they cannot
+  seed this config's segmentor."""
+  from segan_jax import inference
+  try:
+    if os.path.isdir(source):
+      model = inference.load_model(source)
+    else:
+      from segan_jax import pretrained
+      model = pretrained.load_model(source)
+  except UserError as e:
+    raise ConfigError(f"config.train.init_from={source!r}: {e}") from e
+  fields = ("width", "num_classes", "residual_batchnorm")
+  theirs = {f: model.config.model.get(f) for f in fields}
+  ours = {f: config.model.get(f) for f in fields}
+  if theirs != ours:
+    diff = ", ".join(f"model.{f} {theirs[f]!r} there, {ours[f]!r} here" for f in fields
+                     if theirs[f] != ours[f])
+    raise ConfigError(f"config.train.init_from={source!r} holds a segmentor of another shape "
+                      f"({diff}); set those fields as it has them, or start from scratch.")
+  logging.info("S starts from %s (step %d, %s weights); C starts fresh.", source, model.step,
+               model.weights)
+  return jax.tree.map(np.asarray, model.variables)
+
+
+def start_from(seg_state: TrainState, variables: dict[str, Any]) -> TrainState:
+  """seg_state with its parameters, BatchNorm statistics and moving average (where it keeps one)
+  set to `variables`; its optimiser starts afresh."""
+  expected = {"params": seg_state.params, "batch_stats": seg_state.batch_stats}
+  shapes = lambda tree: jax.tree.map(np.shape, tree)
+  if (jax.tree.structure(expected) != jax.tree.structure(variables) or
+      shapes(expected) != shapes(variables)):
+    raise ConfigError("config.train.init_from: its variables do not fit this run's segmentor "
+                      "(other layers or shapes).")
+  put = lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding)
+  seg_state = seg_state.replace(params=jax.tree.map(put, variables["params"], seg_state.params),
+                                batch_stats=jax.tree.map(put, variables["batch_stats"],
+                                                         seg_state.batch_stats))
+  if getattr(seg_state, "ema", None) is not None:
+    seg_state = seg_state.replace(ema=jax.tree.map(put, variables, seg_state.ema))
+  return seg_state
+
+
 def load_data(config: ml_collections.ConfigDict
               ) -> tuple[data_arrays.TrainArrays, data_arrays.EvalSet]:
   """Training arrays resized for cropping, and the validation set at the network's input size."""
@@ -228,6 +273,8 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str, allow_config_
   start_step = 0
   if restored is None:
     seg_state, critic_state = sharding.replicate(create_states(config, cfg), mesh)
+    if config.train.get("init_from"):
+      seg_state = start_from(seg_state, init_variables(config.train.init_from, config))
   else:
     seg_state, critic_state, _, start_step = restored
     logging.info("Resumed from %s at step %d.", manager.directory, start_step)

@@ -132,3 +132,17 @@ def write_generic(root: str, count: int, mask_suffix: str = "_segmentation", bar
       f.write(encode(mask))
     ids.append(stem)
   return ids
+
+
+def truncate_pixels(path: str) -> None:
+  """Cuts an image file short: its header still reads (a folder scan passes), its pixels do not
+  decode (a JPEG ends with its start-of-scan header, a PNG halfway through)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  if data[:2] == b"\xff\xd8":
+    scan = data.index(b"\xff\xda")
+    end = scan + 2 + int.from_bytes(data[scan + 2:scan + 4], "big")
+  else:
+    end = len(data) // 2
+  with open(path, "wb") as f:
+    f.write(data[:end])

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import isic_fixtures as fx
 import jax
 import numpy as np
 import pytest
@@ -13,11 +14,32 @@ from eval_fixtures import BATCH, switch_on_eval_option
 from PIL import Image
 
 from segan_jax import evaluate, inference, metrics, predict
+from segan_jax.configs import tiny
+from segan_jax.data import folder, sources
 
 
 def _read_csv(path):
   with open(path) as f:
     return list(csv.DictReader(f))
+
+
+def _isic_scores_by_hand(prob, mask, threshold):
+  """ISIC 2017's per-image metrics of a probability map against its 0/255 mask, written out from
+  the protocol: the map resized bilinearly to the mask's size and thresholded; zero denominators
+  score 1 (ISIC's freebies); thresholded Jaccard keeps a Jaccard of at least 0.65."""
+  height, width = mask.shape[:2]
+  resized = np.asarray(Image.fromarray(np.asarray(prob, np.float32)).resize(
+      (width, height), Image.BILINEAR))
+  pred, truth = resized > threshold, np.asarray(mask).reshape(height, width) > 127
+  tp, fp = int(np.sum(pred & truth)), int(np.sum(pred & ~truth))
+  fn, tn = int(np.sum(~pred & truth)), int(np.sum(~pred & ~truth))
+  union = tp + fp + fn
+  jaccard = tp / union if union else 1.0
+  return {"accuracy": (tp + tn) / (tp + fp + fn + tn),
+          "sensitivity": tp / (tp + fn) if tp + fn else 1.0,
+          "specificity": tn / (tn + fp) if tn + fp else 1.0,
+          "jaccard": jaccard, "dice": 2 * tp / (2 * tp + fp + fn) if union else 1.0,
+          "thresholded_jaccard": jaccard if jaccard >= 0.65 else 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +48,7 @@ def single(trained_run, tmp_path_factory):
   return evaluate.evaluate([trained_run], output=out, batch_size=BATCH, log=lambda *_: None)
 
 
-def test_outputs_match_metrics_module_at_original_resolution(trained_run, single):
+def test_outputs_match_the_protocol_recomputed_by_hand_at_original_resolution(trained_run, single):
   out = single["output"]
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert summary["primary"] == "model" and list(summary["variants"]) == ["model"]
@@ -34,23 +56,24 @@ def test_outputs_match_metrics_module_at_original_resolution(trained_run, single
   assert list(rows[0]) == ["id", *metrics.METRIC_NAMES] and len(rows) == 5
   assert os.path.exists(os.path.join(out, "worst_cases.png"))
 
-  # Recompute every row independently: network-size map -> metrics.score_prediction at the
-  # mask's original size.
+  # Recompute every row independently of evaluate and segan_jax.metrics, from the protocol: the
+  # training run's own validation pairs, each network-size map resized bilinearly (PIL, float) to
+  # its mask's original size and thresholded, the truth `> 127`, ISIC's metrics per image.
   model = inference.load_model(trained_run)
-  eval_set = evaluate.load_eval_set(model.config, "validation", model.image_size)
-  sizes = {m.shape for m in eval_set.masks}
-  assert any(s != (128, 128) for s in sizes)  # the originals are not the network size
-  probs = inference.Predictor([model], BATCH).probabilities(eval_set.images)
-  expected = [dict(id=i, **metrics.score_prediction(p[..., 0], m, model.threshold))
-              for i, p, m in zip(eval_set.ids, probs, eval_set.masks)]
+  val = sources.load_splits(model.config)[1]
+  assert [row["id"] for row in rows] == [e.id for e in val]
+  assert any(e.mask.shape != (128, 128) for e in val)  # the originals are not the network size
+  images = np.stack([np.asarray(Image.fromarray(e.image).resize((128, 128), Image.BILINEAR))
+                     for e in val])
+  probs = inference.Predictor([model], BATCH).probabilities(images)
+  expected = [_isic_scores_by_hand(p[..., 0], e.mask, model.threshold)
+              for p, e in zip(probs, val)]
   for row, exp in zip(rows, expected):
-    assert row["id"] == exp["id"]
     for name in metrics.METRIC_NAMES:
-      assert float(row[name]) == pytest.approx(exp[name], abs=1e-12)
-  expected_summary = metrics.summarize([{k: v for k, v in e.items() if k != "id"}
-                                        for e in expected])
-  for name, value in expected_summary.items():
-    assert summary["variants"]["model"]["summary"][name] == pytest.approx(value, abs=1e-12)
+      assert float(row[name]) == pytest.approx(exp[name], abs=1e-12), (row["id"], name)
+  for name in metrics.METRIC_NAMES:
+    assert summary["variants"]["model"]["summary"][name] == pytest.approx(
+        np.mean([e[name] for e in expected]), abs=1e-12), name
 
 
 def test_examples_spread_over_the_ranking_best_first(single):
@@ -156,7 +179,6 @@ def test_cli_prints_table_and_writes_files(trained_run, tmp_path):
 
 
 def test_folder_of_held_out_pairs_is_scored_at_original_size(trained_run, tmp_path):
-  pytest.importorskip("segan_jax.data.folder")
   rng = np.random.default_rng(7)
   sizes = {"p1": (90, 120), "p2": (61, 47)}
   masks = {}
@@ -199,15 +221,52 @@ def test_folder_of_held_out_pairs_is_scored_at_original_size(trained_run, tmp_pa
                       data_dir=str(tmp_path / "data"), log=lambda *_: None)
 
 
+def test_validation_split_of_a_folder_decodes_only_the_held_out_pairs(trained_run, tmp_path):
+  """--split=validation scores the run's hold-out of a folder without decoding its training
+  pairs: with every training-only image unreadable, the scores are the same as before."""
+  data_dir = str(tmp_path / "data")
+  ids = fx.write_generic(data_dir, 20)  # the run's data.val_fraction 0.1 holds out 2
+  quiet = dict(split="validation", data_source="folder", data_dir=data_dir, tta="none",
+               postprocess=False, batch_size=BATCH, num_worst=0, num_examples=0,
+               log=lambda *_: None)
+  before = evaluate.evaluate([trained_run], output=str(tmp_path / "before"), **quiet)
+  held = [r["id"] for r in _read_csv(tmp_path / "before" / "per_image.csv")]
+  assert before["data"]["num_images"] == len(held) == 2 and set(held) < set(ids)
+  config = evaluate.apply_data_overrides(inference.load_config(trained_run), "folder", data_dir)
+  for pair in folder.scan(data_dir)["train"]:
+    if pair.id not in held:
+      fx.truncate_pixels(pair.image.path)
+  with pytest.raises(folder.DataError, match="unreadable"):
+    evaluate.load_examples(config, "train", 128)
+  after = evaluate.evaluate([trained_run], output=str(tmp_path / "after"), **quiet)
+  assert _read_csv(tmp_path / "after" / "per_image.csv") == _read_csv(
+      tmp_path / "before" / "per_image.csv")
+  assert after["variants"] == before["variants"]
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_synthetic_validation_examples_are_the_training_validation_split(num_classes):
+  config = tiny.get_config()
+  config.model.num_classes = num_classes
+  expected = sources.load_splits(config)[1]
+  examples = evaluate.load_examples(config, "validation", 128)
+  assert [e.id for e in examples] == [e.id for e in expected] and len(examples) >= 2
+  for got, want in zip(examples, expected):
+    np.testing.assert_array_equal(got.image, want.image)
+    np.testing.assert_array_equal(got.mask, want.mask)
+
+
 def test_config_eval_tta_is_the_default_of_evaluate_and_predict(run_copy, tmp_path):
   """A run whose config sets eval.tta is scored and predicted over the flipped views unless the
-  caller says otherwise; the default config scores the plain view alone."""
+  caller says otherwise, from Python as from the command lines (the library's default is the
+  run's config); the default config scores the plain view alone."""
   quiet = dict(batch_size=BATCH, num_worst=0, num_examples=0, log=lambda *_: None)
-  plain = evaluate.evaluate([run_copy], output=str(tmp_path / "plain"), tta=None, **quiet)
+  plain = evaluate.evaluate([run_copy], output=str(tmp_path / "plain"), **quiet)
   assert plain["tta"] == "none" and list(plain["variants"]) == ["model"]
   switch_on_eval_option(run_copy, "tta")
-  by_config = evaluate.evaluate([run_copy], output=str(tmp_path / "a"), tta=None, **quiet)
+  by_config = evaluate.evaluate([run_copy], output=str(tmp_path / "a"), **quiet)
   assert by_config["tta"] == "flips" and by_config["primary"] == "model+tta"
+  assert inference.Predictor(inference.load_models([run_copy]), BATCH).tta == "flips"
   overridden = evaluate.evaluate([run_copy], output=str(tmp_path / "b"), tta="none", **quiet)
   assert overridden["tta"] == "none" and overridden["primary"] == "model"
 
@@ -218,8 +277,9 @@ def test_config_eval_tta_is_the_default_of_evaluate_and_predict(run_copy, tmp_pa
     Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(images / f"x{i}.png")
   models = inference.load_models([run_copy])
   reports = {tta: predict.predict_files(models, [str(images)], str(tmp_path / f"p_{tta}"),
-                                        batch_size=BATCH, tta=tta, progress=False,
-                                        log=lambda *_: None, save_probabilities=True)
+                                        batch_size=BATCH, progress=False, log=lambda *_: None,
+                                        save_probabilities=True,
+                                        **({} if tta is None else {"tta": tta}))
              for tta in (None, "none")}
   assert reports[None]["tta"] == "flips" and reports["none"]["tta"] == "none"
   flipped = np.asarray(Image.open(tmp_path / "p_None" / "x0_probability.png"))

@@ -84,4 +84,6 @@ def test_tta_defaults_to_the_runs_config(trained_run, tmp_path, monkeypatch):
     model.config.eval.tta = config_tta
     with pytest.raises(Stop):
       export.export([model], str(tmp_path / "out"), tta=tta)
-  assert baked == ["none", "flips", "none"]
+  with pytest.raises(Stop):  # the library's default is the run's config, as the command line's
+    export.export([model], str(tmp_path / "out"))
+  assert baked == ["none", "flips", "none", "flips"]

@@ -176,6 +176,49 @@ def test_resized_examples_equal_resizing_the_originals(tmp_path):
   assert ev.original_sizes == ref_ev.original_sizes == [(24, 32)] * len(val)
 
 
+@pytest.mark.parametrize("layout, num_classes", [("official", 1), ("held_out", 1),
+                                                 ("held_out", 3)])
+def test_validation_alone_is_load_train_val_validation_without_its_training_pairs(
+    tmp_path, layout, num_classes):
+  """load_validation returns exactly load_train_val's validation examples (ids, images at the
+  network size, original-size masks) and decodes no training pair: with every training-only
+  image unreadable it still loads, where load_train_val fails."""
+  if layout == "official":
+    fx.write_folders(tmp_path, fx.isic_files(COUNTS))
+    config = folder_config(tmp_path)
+  elif num_classes == 1:
+    fx.write_generic(tmp_path, 20)
+    config = folder_config(tmp_path, val_fraction=0.25, seed=3)
+  else:
+    _index_masks(tmp_path, count=9)
+    config = folder_config(tmp_path, val_fraction=0.34)
+  config.model.num_classes = num_classes
+  _, expected = folder.load_train_val(config.data, num_classes)
+  val = folder.load_validation(config.data, num_classes)
+  assert len(val) >= 2 and [e.id for e in val] == [e.id for e in expected]
+  for got, want in zip(val, expected):
+    assert got.image.shape == (128, 128, 3) and got.image.dtype == want.image.dtype
+    np.testing.assert_array_equal(got.image, want.image)
+    assert got.mask.shape == want.mask.shape == (24, 32) and got.mask.dtype == want.mask.dtype
+    np.testing.assert_array_equal(got.mask, want.mask)
+  by_source = sources.load_validation(config)
+  assert [e.id for e in by_source] == [e.id for e in val]
+  for got, want in zip(by_source, val):
+    np.testing.assert_array_equal(got.image, want.image)
+    np.testing.assert_array_equal(got.mask, want.mask)
+
+  held = {e.id for e in val}
+  for pair in folder.scan(str(tmp_path), Options(num_classes=num_classes))["train"]:
+    if pair.id not in held:
+      fx.truncate_pixels(pair.image.path)
+  with pytest.raises(DataError, match="unreadable"):
+    folder.load_train_val(config.data, num_classes)
+  again = folder.load_validation(config.data, num_classes)
+  assert [e.id for e in again] == [e.id for e in val]
+  for got, want in zip(again, val):
+    np.testing.assert_array_equal(got.image, want.image)
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 def test_wrong_path_file_and_empty_folder(tmp_path):

@@ -39,6 +39,14 @@ def test_load_model_defaults_to_latest_checkpoint_and_its_facts(trained_run, mod
   assert int(model.config.model.width) == 2 and model.image_size == 128
 
 
+@pytest.mark.parametrize("k, threshold", [(None, float("nan")), (None, 2.0), (None, 0.0),
+                                          (None, -1.0), (0.0, None), (float("inf"), None),
+                                          (float("nan"), None), (-1.0, None)])
+def test_unusable_k_or_threshold_overrides_are_refused(trained_run, k, threshold):
+  with pytest.raises(inference.RunError, match=r"--k > 0|--threshold in \(0, 1\)"):
+    inference.load_model(trained_run, k=k, threshold=threshold)
+
+
 def test_load_model_chosen_step_and_overrides(trained_run):
   m = inference.load_model(trained_run, step=2, k=0.3, threshold=0.6)
   assert (m.step, m.k, m.threshold) == (2, 0.3, 0.6)

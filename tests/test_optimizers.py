@@ -1,5 +1,6 @@
 """Adam restarted at the learning rate's decay steps (optim.reset_at_decay), as the authors'
-train.py re-creates it: the restart wrapper, the decay steps, the config check, and a run."""
+train.py re-creates it: the restart wrapper, the decay steps, the config check, and both
+players' Adams restarted through the training step."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from segan_jax import checkpoints, optimizers, schedules, train
+from segan_jax import checkpoints, optimizers, schedules, steps, train
 from segan_jax.config_validation import ConfigError, validate_config
 from segan_jax.configs import default, isic2017_authors
 
@@ -91,26 +92,57 @@ def test_reset_at_decay_needs_a_step_schedule(schedule):
     validate_config(config)
 
 
-def test_a_run_with_reset_at_decay_restarts_both_adams(tmp_path):
+def _batch(seed, side, b=2):
+  """b images of a bright disc on noise, and the disc as the mask."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[:side, :side]
+  masks = np.stack([(yy - side // 2 - 5 * i) ** 2 + (xx - side // 2) ** 2 < (side // 4) ** 2
+                    for i in range(b)])
+  images = rng.normal(size=(b, side, side, 3)).astype(np.float32) + 1.5 * masks[..., None]
+  return {"image": jnp.asarray(images), "mask": jnp.asarray(masks[..., None], jnp.float32)}
+
+
+def _fresh_moments(adam_state, b1, b2):
+  """Whether Adam's moments are those of a single gradient g: mu = (1 - b1) g and
+  nu = (1 - b2) g^2, so mu^2 (1 - b2) = nu (1 - b1)^2 for every parameter."""
+  mu, nu = jax.tree.leaves(adam_state.mu), jax.tree.leaves(adam_state.nu)
+  return all(np.allclose(np.asarray(m) ** 2 * (1 - b2), np.asarray(n) * (1 - b1) ** 2,
+                         rtol=1e-4, atol=1e-30) for m, n in zip(mu, nu))
+
+
+def test_reset_at_decay_restarts_both_adams_at_the_decay_step(tmp_path):
+  """Through the training states and the jitted training step: with 2 steps an epoch,
+  step_authors decays at step 2, where both players' Adams forget their moments and restart
+  their bias correction; a checkpoint keeps the restarted state."""
   config = isic2017_authors.get_config()
   config.optim.reset_at_decay = True
   config.model.width = 2
   config.data.source = "synthetic"
-  config.data.train_size, config.data.val_size = 8, 2
-  config.train.batch_size = 4  # 2 steps an epoch: step_authors decays (and restarts) at step 2
-  config.train.num_steps, config.train.num_epochs = 3, 0
-  config.train.log_every = config.train.eval_every = config.train.checkpoint_every = 3
-  config.eval.batch_size, config.eval.num_panels = 2, 0
   validate_config(config)
-  workdir = str(tmp_path / "run")
-  result = train.train_and_evaluate(config, workdir)
-  assert result["step"] == 3 and np.isfinite(result["val"]["jaccard"])
-
   cfg = train.build_step_config(config, steps_per_epoch=2)
-  seg0, critic0 = train.create_states(config, cfg)
-  seg, critic, _, step = checkpoints.restore(checkpoints.make_manager(workdir), seg0, critic0)
-  assert step == 3
+  assert [s for s in range(6) if bool(cfg.adam_restart(s))] == [2]
+  assert [s for s in range(6) if bool(cfg.critic_adam_restart(s))] == [2]
+  seg, critic = train.create_states(config, cfg)
+  jitted = steps.make_jitted_steps(cfg)
+  b1, b2 = config.optim.b1, config.optim.b2
+  adam = lambda state: state.opt_state[0].inner  # the restart wrapper's ScaleByAdamState
+  for step in range(3):
+    seg, critic, metrics = jitted.train_step(seg, critic, _batch(step, config.data.image_size))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    if step == 1:  # two updates in: the moments mix two gradients
+      for state in (seg, critic):
+        assert int(adam(state).count) == 2 and not _fresh_moments(adam(state), b1, b2)
   for state in (seg, critic):
     restart_state, _ = state.opt_state
-    # Three updates in all, one since the restart at step 2.
+    # Three updates in all, one since the restart at step 2, whose gradient alone is in the moments.
     assert int(restart_state.count) == 3 and int(restart_state.inner.count) == 1
+    assert _fresh_moments(adam(state), b1, b2)
+
+  manager = checkpoints.make_manager(str(tmp_path / "run"))
+  checkpoints.save(manager, 3, seg, critic)
+  restored_seg, restored_critic, _, step = checkpoints.restore(manager, seg, critic)
+  manager.close()
+  assert step == 3
+  for state, restored in ((seg, restored_seg), (critic, restored_critic)):
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, restored.opt_state),
+                 jax.tree.map(np.asarray, state.opt_state))

@@ -121,13 +121,14 @@ def test_evaluate_postprocess_scores_what_predict_postprocess_writes(trained_run
 
 def test_config_eval_postprocess_is_the_default_of_evaluate_and_predict(run_copy, tmp_path):
   """A run whose config sets eval.postprocess is scored and predicted post-processed unless the
-  caller says otherwise; the default config leaves masks as thresholded."""
+  caller says otherwise, from Python as from the command lines (the library's default is the
+  run's config); the default config leaves masks as thresholded."""
   switch_on_eval_option(run_copy, "postprocess")
   data = str(tmp_path / "data")
   _held_out_folder(data, np.random.default_rng(12))
   kwargs = dict(split="all", data_source="folder", data_dir=data, threshold=0.5,
                 batch_size=BATCH, num_worst=0, num_examples=0, log=lambda *_: None)
-  by_config = evaluate.evaluate([run_copy], output=str(tmp_path / "a"), postprocess=None, **kwargs)
+  by_config = evaluate.evaluate([run_copy], output=str(tmp_path / "a"), **kwargs)
   overridden = evaluate.evaluate([run_copy], output=str(tmp_path / "b"), postprocess=False,
                                  **kwargs)
   assert by_config["postprocess"] is True and overridden["postprocess"] is False
@@ -136,8 +137,7 @@ def test_config_eval_postprocess_is_the_default_of_evaluate_and_predict(run_copy
 
   models = inference.load_models([run_copy], threshold=0.5)
   report = predict.predict_files(models, [os.path.join(data, "images")], str(tmp_path / "p"),
-                                 batch_size=BATCH, progress=False, log=lambda *_: None,
-                                 postprocess=None)
+                                 batch_size=BATCH, progress=False, log=lambda *_: None)
   assert report["postprocess"] is True
   for name in a:
     written = np.asarray(Image.open(tmp_path / "p" / f"{name}_segmentation.png")) > 127

@@ -1,5 +1,6 @@
 """predict: original-size masks with ISIC names, any image mode, bad files reported, selection."""
 
+import csv
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 from eval_fixtures import BATCH
 from PIL import Image
 
-from segan_jax import inference, metrics, overlays, predict
+from segan_jax import evaluate, inference, metrics, overlays, predict
+from segan_jax.data import decode
 from segan_jax.data.arrays import resize_image
 
 
@@ -41,7 +43,7 @@ def _make_inputs(folder):
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "I;16", "I", "F", "1", "CMYK"])
-def test_to_rgb8_handles_every_mode(mode):
+def test_rgb8_handles_every_mode(mode):
   base = Image.fromarray(np.arange(0, 240, 2, dtype=np.uint8).reshape(10, 12))
   if mode == "I;16":
     image = Image.fromarray((np.asarray(base).astype(np.uint16) * 257))
@@ -50,7 +52,7 @@ def test_to_rgb8_handles_every_mode(mode):
     image = Image.fromarray(np.asarray(base).astype(np.float32) / 255.0)
   else:
     image = base.convert(mode)
-  rgb = predict.to_rgb8(image)
+  rgb, _ = decode.rgb8(image)
   assert rgb.shape == (10, 12, 3) and rgb.dtype == np.uint8
   if mode in ("L", "LA", "I;16", "I", "F", "P", "RGBA"):  # the gray levels survive
     np.testing.assert_allclose(rgb[..., 0].astype(int), np.asarray(base).astype(int), atol=1)
@@ -89,11 +91,75 @@ def test_predict_writes_original_size_masks_and_reports_failures(trained_run, tm
   assert json.load(open(out / "predict_summary.json"))["num_segmented"] == 5
 
   # The mask is the evaluation protocol's binarisation of the resized map.
-  image = predict.read_image(str(tmp_path / "in" / "ISIC_0000001.jpg"))
-  prob = inference.Predictor([model], BATCH).probabilities(resize_image(image, 128, 128)[None])
-  expected = metrics.resize_probability(prob[0, ..., 0], image.shape[:2]) > model.threshold
+  small, size = predict.read_network_input(str(tmp_path / "in" / "ISIC_0000001.jpg"), 128)
+  prob = inference.Predictor([model], BATCH).probabilities(small[None])
+  expected = metrics.resize_probability(prob[0, ..., 0], size) > model.threshold
   got = np.asarray(Image.open(out / "ISIC_0000001_segmentation.png")) == 255
   np.testing.assert_array_equal(got, expected)
+
+
+def _jpeg_folder(root, rng) -> dict[str, tuple[int, int]]:
+  """Photo-like JPEGs large enough for a reduced-scale decode, with masks, in a folder layout."""
+  sizes = {"j1": (300, 400), "j2": (520, 390), "j3": (768, 1024)}
+  for name, (h, w) in sizes.items():
+    coarse = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC)).astype(np.int16)
+    photo = np.clip(photo + rng.integers(-12, 13, photo.shape), 0, 255).astype(np.uint8)
+    mask = np.where(rng.random((h // 8, w // 8)) > 0.5, 255, 0).astype(np.uint8)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    os.makedirs(os.path.join(root, "masks"), exist_ok=True)
+    Image.fromarray(photo).save(os.path.join(root, "images", f"{name}.jpg"), quality=90)
+    Image.fromarray(mask).resize((w, h), Image.NEAREST).save(
+        os.path.join(root, "masks", f"{name}_segmentation.png"))
+  return sizes
+
+
+def test_predict_writes_the_masks_evaluate_scores_on_jpeg_inputs(trained_run, tmp_path):
+  """On JPEGs, predict's network inputs are evaluate's (one decode path, a reduced-scale JPEG
+  decode then a resize), its masks are evaluate's thresholded maps bit for bit, and evaluate's
+  scores are those of the masks predict writes. A full decode would give other inputs."""
+  data = tmp_path / "data"
+  sizes = _jpeg_folder(str(data), np.random.default_rng(21))
+  model = inference.load_model(trained_run)
+  side = model.image_size
+  config = evaluate.apply_data_overrides(model.config, "folder", str(data))
+  eval_set = evaluate.load_eval_set(config, "all", side)
+  assert sorted(eval_set.ids) == sorted(sizes)
+  full_decodes_differ = []
+  for image_id, image in zip(eval_set.ids, eval_set.images):
+    path = str(data / "images" / f"{image_id}.jpg")
+    small, size = predict.read_network_input(path, side)
+    np.testing.assert_array_equal(small, image)
+    assert size == sizes[image_id]
+    full_decodes_differ.append(not np.array_equal(
+        resize_image(predict.read_image(path), side, side), image))
+  assert any(full_decodes_differ)
+
+  out = tmp_path / "out"
+  report = predict.predict_files([model], [str(data / "images")], str(out), batch_size=BATCH,
+                                 tta="none", postprocess=False, progress=False,
+                                 log=lambda *_: None)
+  assert report["num_segmented"] == len(sizes)
+  scored = evaluate.evaluate([trained_run], split="all", data_source="folder",
+                             data_dir=str(data), output=str(tmp_path / "scored"), tta="none",
+                             postprocess=False, batch_size=BATCH, num_worst=0, num_examples=0,
+                             log=lambda *_: None)
+  assert scored["data"]["num_images"] == len(sizes)
+  rows = {r["id"]: r for r in _read_csv(tmp_path / "scored" / "per_image.csv")}
+  probs = inference.Predictor([model], BATCH).probabilities(eval_set.images)
+  for image_id, prob in zip(eval_set.ids, probs):
+    written = np.asarray(Image.open(out / f"{image_id}_segmentation.png")) == 255
+    expected = metrics.binarize_prediction(
+        metrics.resize_probability(prob[..., 0], sizes[image_id]), model.threshold)
+    np.testing.assert_array_equal(written, expected)
+    truth = np.asarray(Image.open(data / "masks" / f"{image_id}_segmentation.png"))
+    for name, value in metrics.image_scores(written, metrics.binarize_truth(truth)).items():
+      assert float(rows[image_id][name]) == pytest.approx(value, abs=1e-12), (image_id, name)
+
+
+def _read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
 
 
 def test_duplicate_ids_are_not_overwritten(trained_run, tmp_path):
@@ -118,8 +184,8 @@ def test_predict_uses_the_stored_selection(run_copy, tmp_path):
   (described,) = report["models"]
   assert (described["step"], described["k"], report["threshold"]) == (2, 0.5, 0.45)
   explicit = inference.load_model(run_copy, step=2, k=0.5, threshold=0.45, use_selection=False)
-  image = predict.read_image(str(tmp_path / "x.png"))
-  prob = inference.Predictor([explicit], BATCH).probabilities(resize_image(image, 128, 128)[None])
+  small, _ = predict.read_network_input(str(tmp_path / "x.png"), 128)
+  prob = inference.Predictor([explicit], BATCH).probabilities(small[None])
   full = metrics.resize_probability(prob[0, ..., 0], (60, 80))
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "x_segmentation.png")),
                                 np.where(full > 0.45, 255, 0).astype(np.uint8))
@@ -239,6 +305,26 @@ def test_cli_refuses_to_overwrite_with_one_line_and_exit_2(trained_run, tmp_path
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and "a_segmentation.png" in errors[0] and "Traceback" not in proc.stderr
   assert (out / "a_segmentation.png").read_bytes() == b"the user's own file"
+
+
+@pytest.mark.parametrize("tool, flag", [("predict", "--threshold=nan"), ("evaluate", "--threshold=-1"),
+                                        ("predict", "--k=0")])
+def test_cli_refuses_an_unusable_threshold_or_k_with_one_line_and_exit_2(trained_run, tmp_path,
+                                                                       tool, flag):
+  """A threshold outside (0, 1) or a k outside (0, inf) would give empty or full masks and
+  scores that look like results: refused before any work."""
+  _one_image(str(tmp_path / "in" / "a.png"))
+  out = tmp_path / "out"
+  io = ([f"--input={tmp_path / 'in'}", f"--output={out}"] if tool == "predict" else
+        [f"--output={out}", "--num_worst=0", "--num_examples=0"])
+  proc = subprocess.run([sys.executable, "-m", f"segan_jax.{tool}", f"--workdir={trained_run}",
+                         *io, flag, f"--jax_cache_dir={jax.config.jax_compilation_cache_dir or ''}"],
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  name = flag[2:].split("=")[0]
+  assert len(errors) == 1 and f"--{name}" in errors[0] and "Traceback" not in proc.stderr
+  assert not out.exists()
 
 
 def test_contours_and_overlay():

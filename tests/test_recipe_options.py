@@ -1,6 +1,9 @@
-"""Recipe options end to end: the authors' recipe config, S's moving average and the spectrally
-normalised critic through training, checkpoints and inference, and their config checks."""
+"""Recipe options end to end: the authors' and the plus recipe configs, S's moving average and the
+spectrally normalised critic through training, checkpoints and inference, and their config checks.
+Two short runs cover them all, each option in a run whose other options it does not interact
+with."""
 
+import glob
 import json
 import os
 
@@ -8,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from segan_jax import checkpoints, evaluate, inference, train
+from segan_jax import checkpoints, evaluate, inference, summaries, train
 from segan_jax.config_validation import ConfigError, validate_config
 from segan_jax.configs import isic2017, isic2017_authors, isic2017_plus
 from segan_jax.train_state import EMATrainState, TrainState
@@ -27,7 +30,61 @@ def _tiny(config):
   return config
 
 
-def test_authors_recipe_config_validates_and_trains_two_steps(tmp_path):
+def _train(config, root):
+  workdir = str(root / "run")
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def authors_run(tmp_path_factory):
+  """The authors' recipe trained for 2 steps, with the spectrally normalised critic in place of
+  clipping: the constraint is independent of the recipe, so one run checks both."""
+  config = _tiny(isic2017_authors.get_config())
+  config.train.critic_constraint = "spectral_norm"
+  return _train(config, tmp_path_factory.mktemp("authors"))
+
+
+@pytest.fixture(scope="module")
+def plus_run(tmp_path_factory):
+  """isic2017_plus (S's moving average among its changes) trained for 2 steps."""
+  return _train(_tiny(isic2017_plus.get_config()), tmp_path_factory.mktemp("plus"))
+
+
+def _logged(workdir, step):
+  """The scalars a run logged at `step` (its TensorBoard event files), by tag."""
+  from tensorboard.compat.proto import event_pb2
+  scalars = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    with open(path, "rb") as f:
+      for _, payload in summaries._records(f.read()):
+        event = event_pb2.Event.FromString(payload)
+        if event.step == step:
+          scalars.update({v.tag: v.simple_value for v in event.summary.value
+                          if v.HasField("simple_value")})
+  return scalars
+
+
+def _assert_trained(run, terms, learning_rate):
+  """The run made its 2 steps with finite critic loss and terms of S's objective (`terms`) at the
+  recipe's learning rate, and its model maps the validation images to probabilities (an all-NaN
+  map would still score a finite Jaccard of 0); returns that model."""
+  config, workdir, result = run
+  assert result["step"] == 2
+  logged = _logged(workdir, 2)
+  assert {"critic_loss", *terms} <= set(logged), sorted(logged)
+  assert all(np.isfinite(logged[name]) for name in ("critic_loss", *terms))
+  assert logged["segmentor_lr"] == pytest.approx(learning_rate)
+  assert logged["critic_lr"] == pytest.approx(learning_rate)
+  assert set(result["val"]) >= {"jaccard", "dice"} and "val_jaccard" in logged
+  model = inference.load_model(workdir)
+  images = evaluate.load_eval_set(config, "validation", model.image_size).images
+  probs = inference.Predictor([model], 2).probabilities(images)
+  assert probs.shape == (2, 128, 128, 1)
+  assert np.all(np.isfinite(probs)) and probs.min() >= 0.0 and probs.max() <= 1.0
+  return model
+
+
+def test_authors_recipe_config_validates_and_trains_two_steps(tmp_path, authors_run):
   config = isic2017_authors.get_config()
   config.data.dir = str(tmp_path)  # the data folder is the user's to name
   validate_config(config)
@@ -44,11 +101,12 @@ def test_authors_recipe_config_validates_and_trains_two_steps(tmp_path):
   assert config.data.brightness == config.data.contrast == config.data.saturation == 0.0
   assert config.data.hue == 0.0 and config.data.whole_image_prob == 0.5
   assert config.train.num_epochs == paper.train.num_epochs  # only the recipe differs
-  result = train.train_and_evaluate(_tiny(config), str(tmp_path / "run"))
-  assert result["step"] == 2 and np.isfinite(result["val"]["jaccard"])
+  # Both terms of the authors' objective were trained, at the first rate (step_authors decays
+  # after the first epoch: at step 2 here).
+  _assert_trained(authors_run, ("adversarial_loss", "dice_loss"), 2e-4)
 
 
-def test_plus_config_is_the_paper_recipe_with_its_measured_changes_and_trains(tmp_path):
+def test_plus_config_is_the_paper_recipe_with_its_measured_changes_and_trains(tmp_path, plus_run):
   config = isic2017_plus.get_config()
   config.data.dir = str(tmp_path)
   validate_config(config)
@@ -64,26 +122,15 @@ def test_plus_config_is_the_paper_recipe_with_its_measured_changes_and_trains(tm
       "train.ema_decay": 0.99, "eval.postprocess": True, "eval.tta": True}
   # SegAN's critic and schedule stay: adversarial term, adaptive logistic, clipping, width, length.
   assert config.loss.adversarial_weight == 1.0 and config.schedule.k_decay == paper["schedule.k_decay"]
-  result = train.train_and_evaluate(_tiny(config), str(tmp_path / "run"))
-  assert result["step"] == 2 and np.isfinite(result["val"]["jaccard"])
-  assert inference.load_model(str(tmp_path / "run")).weights == "ema"
+  assert _assert_trained(plus_run, ("adversarial_loss", "dice_loss"), 2e-4).weights == "ema"
 
 
-def test_moving_average_and_spectral_norm_are_checkpointed_and_used_for_inference(
-    tmp_path, trained_run):
-  config = _tiny(isic2017_authors.get_config())
-  config.train.ema_decay = 0.9
-  config.train.critic_constraint = "spectral_norm"
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
-
+def test_moving_average_is_checkpointed_and_used_for_inference(tmp_path, plus_run):
+  config, workdir, _ = plus_run
   cfg = train.build_step_config(config, steps_per_epoch=2)
-  seg0, critic0 = train.create_states(config, cfg)
-  seg, critic, _, step = checkpoints.restore(checkpoints.make_manager(workdir), seg0, critic0)
+  seg, _, _, step = checkpoints.restore(checkpoints.make_manager(workdir),
+                                        *train.abstract_states(config, cfg))
   assert step == 2 and isinstance(seg, EMATrainState)
-  # The critic's power-iteration vectors were saved as trained, not re-initialised.
-  u = lambda c: np.asarray(c.batch_stats["c4_sn"]["c4_conv/kernel/u"])
-  assert u(critic).shape == u(critic0).shape and not np.allclose(u(critic), u(critic0))
 
   averaged = inference.load_model(workdir)
   raw = inference.load_model(workdir, use_ema=False)
@@ -96,23 +143,39 @@ def test_moving_average_and_spectral_norm_are_checkpointed_and_used_for_inferenc
   images = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
   p_avg = inference.Predictor([averaged], 2).probabilities(images)
   p_raw = inference.Predictor([raw], 2).probabilities(images)
+  assert np.all(np.isfinite(p_avg)) and np.all(np.isfinite(p_raw))
   assert not np.allclose(p_avg, p_raw, atol=1e-5)
   # evaluate scores the average by default and the raw weights with use_ema=False (--nouse_ema).
   scored = {use: evaluate.evaluate([workdir], output=str(tmp_path / f"eval_{use}"), use_ema=use,
-                                   batch_size=2, num_worst=0, num_examples=0,
-                                   log=lambda *_: None)
+                                   tta="none", postprocess=False, batch_size=2, num_worst=0,
+                                   num_examples=0, log=lambda *_: None)
             for use in (True, False)}
   assert [scored[u]["models"][0]["weights"] for u in (True, False)] == ["ema", "raw"]
 
-  # A run without the average (trained before it existed, or with ema_decay 0) keeps its
-  # structure: a plain TrainState, no `ema` in the checkpoint; it loads with its raw weights.
-  old = inference.load_model(trained_run)
-  assert old.weights == "raw" and inference.load_model(trained_run, use_ema=True).weights == "raw"
-  with open(os.path.join(trained_run, "checkpoints", str(old.step), "segmentor",
+
+def test_spectral_norm_vectors_are_checkpointed_as_trained(authors_run):
+  config, workdir, _ = authors_run
+  cfg = train.build_step_config(config, steps_per_epoch=2)
+  seg0, critic0 = train.create_states(config, cfg)
+  _, critic, _, step = checkpoints.restore(checkpoints.make_manager(workdir), seg0, critic0)
+  assert step == 2
+  # The critic's power-iteration vectors were saved as trained, not re-initialised.
+  u = lambda c: np.asarray(c.batch_stats["c4_sn"]["c4_conv/kernel/u"])
+  assert u(critic).shape == u(critic0).shape and not np.allclose(u(critic), u(critic0))
+
+
+def test_a_run_without_the_moving_average_keeps_its_plain_structure(authors_run):
+  """A run without the average (trained before it existed, or with ema_decay 0) keeps its
+  structure: a plain TrainState, no `ema` in the checkpoint; it loads with its raw weights."""
+  _, workdir, _ = authors_run
+  old = inference.load_model(workdir)
+  assert old.weights == "raw" and inference.load_model(workdir, use_ema=True).weights == "raw"
+  with open(os.path.join(workdir, "checkpoints", str(old.step), "segmentor",
                          "_METADATA")) as f:
     assert not any("ema" in key for key in json.load(f)["tree_metadata"])
-  plain_config = inference.load_config(trained_run)
-  plain_seg, _ = train.create_states(plain_config, train.build_step_config(plain_config, 1))
+  plain_config = inference.load_config(workdir)
+  assert plain_config.train.ema_decay == 0.0
+  plain_seg, _ = train.abstract_states(plain_config, train.build_step_config(plain_config, 1))
   assert type(plain_seg) is TrainState
 
 

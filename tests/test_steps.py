@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from segan_jax import steps
+from segan_jax import schedules, steps
 from segan_jax.activations import adaptive_logistic
 from segan_jax.losses import authors_dice_loss, binary_cross_entropy_with_logits, soft_dice_loss
 from segan_jax.train import build_step_config, create_states
@@ -47,27 +47,38 @@ def _loss(cfg, seg, critic, batch):
   return float(steps.adversarial_loss(cfg, fake, real))
 
 
-def test_critic_step_clips_and_leaves_segmentor_unchanged(setup):
+def _deleted(tree):
+  """Whether each array leaf of a state was donated to (and so deleted by) a jitted call."""
+  return [leaf.is_deleted() for leaf in jax.tree.leaves(tree) if isinstance(leaf, jax.Array)]
+
+
+def test_critic_step_clips_and_donates_only_the_critic(setup):
+  """make_jitted_steps' critic step updates (and clips) C, and takes over the buffers of C's old
+  state alone: S's state stays valid and unchanged for the segmentor step that follows."""
   _, cfg, seg, critic = setup
   seg_before = _copy(seg)
-  critic_step = jax.jit(functools.partial(steps.critic_step, cfg=cfg))
-  new_critic, metrics = critic_step(critic, seg, _batch())
+  new_critic, metrics = steps.make_jitted_steps(cfg).critic_step(critic, seg, _batch())
   for leaf in jax.tree.leaves(new_critic.params):
     assert np.all(np.abs(np.asarray(leaf)) <= cfg.critic_clip + 1e-7)
+  assert all(_deleted(critic))  # donated: its buffers now hold the new state
+  assert not any(_deleted(seg))
   jax.tree.map(np.testing.assert_array_equal, _copy(seg), seg_before)
   assert np.isfinite(float(metrics["critic_loss"]))
   assert int(new_critic.step) == 1
 
 
-def test_segmentor_step_leaves_critic_unchanged(setup):
+def test_segmentor_step_updates_every_parameter_and_donates_only_the_segmentor(setup):
+  """make_jitted_steps' segmentor step changes every parameter of S, and takes over the buffers
+  of S's old state alone: C's state stays valid and unchanged for the next critic step."""
   _, cfg, seg, critic = setup
-  critic_before = _copy(critic)
-  new_seg, metrics = jax.jit(functools.partial(steps.segmentor_step, cfg=cfg))(seg, critic,
-                                                                               _batch())
+  critic_before, params_before = _copy(critic), _copy(seg.params)
+  new_seg, metrics = steps.make_jitted_steps(cfg).segmentor_step(seg, critic, _batch())
+  assert all(_deleted(seg))
+  assert not any(_deleted(critic))
   jax.tree.map(np.testing.assert_array_equal, _copy(critic), critic_before)
   assert int(new_seg.step) == 1
   changed = [not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(_copy(new_seg.params)), jax.tree.leaves(_copy(seg.params)))]
+             zip(jax.tree.leaves(_copy(new_seg.params)), jax.tree.leaves(params_before))]
   assert all(changed)
   assert np.isfinite(float(metrics["adversarial_loss"]))
 
@@ -393,7 +404,7 @@ def test_ema_is_the_debiased_average_of_the_weights_and_changes_nothing_else(set
                          history[-1]["params"]["out_conv"]["kernel"])
   images = _batch(5)["image"]
   probs = np.asarray(jitted.predict_probs(seg, images))
-  k = cfg.k_schedule(seg.step)
+  k = schedules.last_update_k(cfg.k_schedule, seg.step)
   from_ema = adaptive_logistic(cfg.segmentor.apply(seg.ema, images, train=False), k)
   from_raw = adaptive_logistic(cfg.segmentor.apply(history[-1], images, train=False), k)
   np.testing.assert_allclose(probs, np.asarray(from_ema), rtol=1e-5, atol=1e-6)

@@ -92,6 +92,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.critic_clip = 0.05
   config.train.critic_constraint = "clip"  # clip | spectral_norm (kernels; the rest still clipped)
   config.train.critic_steps = 1  # critic updates per iteration, on the same batch (paper: 1)
+  # Fine-tuning: S starts from a pretrained model's name (segan_jax.pretrained.available()), a
+  # packaged weights file or a run's workdir; C starts fresh. "": both from config.train.seed.
+  config.train.init_from = ""
   config.train.ema_decay = 0.0  # moving average of S's weights for inference (0: none; e.g. 0.999)
   config.train.log_every = 20
   config.train.eval_every = 200

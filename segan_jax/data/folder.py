@@ -75,6 +75,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from segan_jax.data import decode as decode_lib
 from segan_jax.data.arrays import Example, resize_image, resize_mask
 from segan_jax.errors import UserError
 
@@ -534,25 +535,7 @@ def scan(root: str, options: Options = Options()) -> dict[str, list[Pair]]:
 # ---------------------------------------------------------------------------------------------
 # Decoding.
 
-_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
-
-def _png_bit_depth(data: bytes) -> int | None:
-  if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24:
-    return data[24]
-  return None
-
-
-def _to_8bit(array: np.ndarray) -> np.ndarray:
-  if array.dtype == np.uint8:
-    return array
-  if array.dtype == bool:
-    return array.astype(np.uint8) * 255
-  if array.max(initial=0) <= 255 and array.min(initial=0) >= 0:
-    return array.astype(np.uint8)
-  if array.min(initial=0) >= 0 and array.max(initial=0) <= 65535:
-    return (array.astype(np.uint32) >> 8).astype(np.uint8)
-  raise ValueError(f"pixel values {array.min()}..{array.max()} outside 16 bits")
+_IMAGE_ERRORS = decode_lib.DECODE_ERRORS
 
 
 def decode_image(ref: FileRef, draft_size: tuple[int, int] | None = None,
@@ -560,42 +543,16 @@ def decode_image(ref: FileRef, draft_size: tuple[int, int] | None = None,
   """(h, w, 3) uint8 RGB, the original (h, w), conversion notes, and the file's bytes if asked.
 
   draft_size (h, w): a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling), never
-  below draft_size. The bytes come back only for an 8-bit RGB JPEG or PNG (usable as they are).
+  below draft_size (segan_jax.data.decode: the path every network input takes). The bytes come
+  back only for an 8-bit RGB JPEG or PNG (usable as they are).
   """
   data = ref.read()
-  notes = []
   try:
-    im = Image.open(io.BytesIO(data))
-    original = (im.height, im.width)
-    if draft_size is not None and im.format == "JPEG":
-      im.draft(im.mode, (draft_size[1], draft_size[0]))
-    im.load()
-  except _IMAGE_ERRORS as e:
-    raise DataError(f"{ref}: unreadable, corrupt or truncated image ({e}).") from e
-  mode = im.mode
-  try:
-    if mode == "RGB":
-      if _png_bit_depth(data) == 16:
-        notes.append("16-bit RGB images reduced to 8 bits")
-      array = np.asarray(im)
-    elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-      notes.append(f"16-bit grayscale images ({mode}) converted to 8-bit RGB")
-      array = np.repeat(_to_8bit(np.asarray(im))[..., None], 3, axis=-1)
-    elif mode in ("L", "1"):
-      notes.append("grayscale images converted to RGB")
-      array = np.asarray(im.convert("RGB"))
-    elif mode in ("RGBA", "RGBa", "LA", "La", "PA"):
-      notes.append(f"{mode} images converted to RGB (alpha dropped)")
-      array = np.asarray(im.convert("RGBA").convert("RGB"))
-    elif mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
-      notes.append(f"{mode} images converted to RGB")
-      array = np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB").convert("RGB"))
-    else:
-      raise ValueError(f"unsupported image mode {mode}")
-  except ValueError as e:
-    raise DataError(f"{ref}: cannot convert the image to 8-bit RGB ({e}).") from e
-  passthrough = keep_bytes and not notes and im.format in ("JPEG", "PNG") and draft_size is None
-  return np.ascontiguousarray(array), original, notes, data if passthrough else None
+    array, original, notes, fmt = decode_lib.decode_rgb(data, draft_size)
+  except decode_lib.ImageDecodeError as e:
+    raise DataError(f"{ref}: {e}.") from e
+  passthrough = keep_bytes and not notes and fmt in ("JPEG", "PNG") and draft_size is None
+  return array, original, notes, data if passthrough else None
 
 
 def _one_channel(ref: FileRef, im: Image.Image, array: np.ndarray, expected_shape: str,
@@ -672,7 +629,7 @@ def decode_mask(ref: FileRef, nonbinary: str = "binarize", keep_bytes: bool = Fa
     mask = np.where(array == nonzero[0], 255, 0).astype(np.uint8)
   else:
     try:
-      array8 = _to_8bit(array)
+      array8 = decode_lib.to_8bit(array)
     except ValueError as e:
       raise DataError(f"{ref}: mask values out of range ({e}).") from e
     if array8.max() <= 127:
@@ -834,9 +791,14 @@ def load_train_val(data, num_classes: int = 1) -> tuple[list[Example], list[Exam
   size = (data.resize_height, data.resize_width)
   train = [d.example() for d in decode(train_pairs, options, size, size,
                                        what=f"the training pairs of {data.dir}")]
-  val = [d.example() for d in decode(val_pairs, options, (data.image_size, data.image_size),
-                                     what=f"the validation pairs of {data.dir}")]
-  return train, val
+  return train, _validation_examples(val_pairs, options, data)
+
+
+def _validation_examples(pairs: list[Pair], options: Options, data) -> list[Example]:
+  """Validation pairs decoded as every tool scores them: images at data.image_size square, masks
+  at their original resolution."""
+  return [d.example() for d in decode(pairs, options, (data.image_size, data.image_size),
+                                      what=f"the validation pairs of {data.dir}")]
 
 
 def load_split(root: str, split: str = "test", options: Options = Options(),
@@ -847,3 +809,14 @@ def load_split(root: str, split: str = "test", options: Options = Options(),
   if split not in splits:
     raise DataError(f"{root}: no {split} split (found {sorted(splits)}).")
   return list(decode(splits[split], options, image_size, what=f"the {split} split of {root}"))
+
+
+def load_validation(data, num_classes: int = 1) -> list[Example]:
+  """The validation examples of load_train_val(data, num_classes), decoding no training pair.
+
+  The same scan and split, and the same decoding (images at data.image_size square, masks at
+  their original resolution), so scoring the validation split costs its own pairs alone.
+  """
+  options = Options.from_config(data, num_classes)
+  _, val_pairs = split_train_val(scan(data.dir, options), data)
+  return _validation_examples(val_pairs, options, data)

@@ -86,3 +86,16 @@ def _source_splits(config: ml_collections.ConfigDict) -> tuple[list[Example], li
                       "config.data.source='folder'.") from e
     return isic2017_tfds.load_train_val(data)
   raise NotImplementedError(f"config.data.source={data.source!r} is not available.")
+
+
+def load_validation(config: ml_collections.ConfigDict) -> list[Example]:
+  """The validation examples of load_splits(config), without decoding the training pairs where
+  the source allows it (synthetic, folder): what scoring the validation split needs."""
+  data = config.data
+  num_classes = int(config.model.num_classes)
+  if data.source == "synthetic":
+    return synthetic_examples(data.seed, data.train_size, data.val_size, num_classes)
+  if data.source == "folder":
+    from segan_jax.data import folder
+    return folder.load_validation(data, num_classes)
+  return load_splits(config)[1]

@@ -327,7 +327,8 @@ def test_a_wheel_ships_the_weights_and_loads_them(packaged, tmp_path):
   (wheel,) = dist.glob("segan_jax-*.whl")
   with zipfile.ZipFile(wheel) as zf:
     names = set(zf.namelist())
-  shipped = {f"segan_jax/pretrained/weights/tiny.{ext}" for ext in ("msgpack", "json", "md")}
+  shipped = {f"segan_jax/pretrained/weights/{name}.{ext}" for ext in ("msgpack", "json", "md")
+             for name in ["tiny", *pretrained.available()]}
   assert shipped <= names
   assert "segan_jax/pretrained/__init__.py" in names
   assert sum(n.startswith("segan_jax/pretrained/weights/") for n in names) == len(shipped)
@@ -353,7 +354,7 @@ def test_a_wheel_ships_the_weights_and_loads_them(packaged, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   assert Path(report["file"]).resolve().is_relative_to(target.resolve())
-  assert report["available"] == ["tiny"]
+  assert report["available"] == sorted(["tiny", *pretrained.available()])
   assert Path(report["weights"]).resolve() == (target / "segan_jax" / "pretrained" / "weights"
                                                / "tiny.msgpack").resolve()
   expected = pretrained.load(str(packaged["msgpack"]), batch_size=BATCH).predict(str(image))
@@ -361,4 +362,20 @@ def test_a_wheel_ships_the_weights_and_loads_them(packaged, tmp_path):
 
   listed = _cli("segan_jax.predict", "--list_models", cwd=run_dir, env=env)
   assert listed.returncode == 0, listed.stderr[-3000:]
-  assert listed.stdout.startswith("tiny: A tiny test model. (step 4, width 2, 128x128")
+  assert "tiny: A tiny test model. (step 4, width 2, 128x128" in listed.stdout
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_the_shipped_models_are_intact_and_segment(name, tmp_path):
+  """Each model shipped in the package passes its checksum, fits its card's config, and gives a
+  mask of the image's own size for a photo and the same mask for that photo's file."""
+  card = store.read_card(store.card_path(name))
+  model = pretrained.load(name)
+  assert (model.model.step, model.threshold) == (card["step"], card["threshold"])
+  assert (model.tta, model.postprocess) == ("flips" if card["eval"]["tta"] else "none",
+                                            card["eval"]["postprocess"])
+  photo = _photo((150, 200), 9)
+  Image.fromarray(photo).save(tmp_path / "photo.png")
+  mask = model.predict(photo)
+  assert mask.shape == (150, 200) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+  np.testing.assert_array_equal(model.predict(str(tmp_path / "photo.png")), mask)

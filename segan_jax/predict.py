@@ -219,25 +219,24 @@ def check_output(output: str, files: Sequence[str], num_classes: int, save_proba
 
 def read_image(path: str) -> np.ndarray:
   """Decodes a file fully into HxWx3 uint8 RGB; raises ImageReadError with the reason."""
-  return _decode_file(path, None)[0]
+  return _decoded(_file_bytes(path), lambda data: decode.decode_rgb(data)[0])
 
 
 def read_network_input(path: str, side: int) -> tuple[np.ndarray, tuple[int, int]]:
   """A file at the network's input size (side x side uint8 RGB) and its original (h, w), by the
   decode path of training and evaluate (segan_jax.data.decode.network_image)."""
-  try:
-    with open(path, "rb") as f:
-      data = f.read()
-    return decode.network_image(data, (side, side))
-  except decode.ImageDecodeError as e:
-    raise ImageReadError(str(e)) from e
+  return _decoded(_file_bytes(path), lambda data: decode.network_image(data, (side, side)))
 
 
-def _decode_file(path: str, draft_size: tuple[int, int] | None):
+def _file_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def _decoded(data: bytes, decode_fn):
+  """decode_fn(data), its ImageDecodeError as an ImageReadError."""
   try:
-    with open(path, "rb") as f:
-      data = f.read()
-    return decode.decode_rgb(data, draft_size)
+    return decode_fn(data)
   except decode.ImageDecodeError as e:
     raise ImageReadError(str(e)) from e
 
@@ -254,8 +253,10 @@ def _read(path: str, side: int, keep_photo: bool):
   """(path, _Input, error): decoding and resizing run in threads; the full-size photo is decoded
   only for overlays."""
   try:
-    small, size = read_network_input(path, side)
-    return path, _Input(size, small, read_image(path) if keep_photo else None), None
+    data = _file_bytes(path)  # read once, decoded once more at full size only for overlays
+    small, size = _decoded(data, lambda d: decode.network_image(d, (side, side)))
+    photo = _decoded(data, lambda d: decode.decode_rgb(d)[0]) if keep_photo else None
+    return path, _Input(size, small, photo), None
   except ImageReadError as e:
     return path, None, str(e)
   except OSError as e:
